@@ -1,0 +1,185 @@
+/*
+ * writewatch: the fallback backend, for kernels or sandboxes without
+ * userfaultfd WP-async.
+ *
+ * Clean pages lose PROT_WRITE; the first write faults, the host's signal
+ * handler calls writewatch_handle_fault(), and the page gets its protection
+ * back and is marked written.  Protection always changes before the written
+ * bit does, so a racing write either faults or was already counted.
+ */
+
+#if 0
+#pragma makedep unix
+#endif
+
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "writewatch_private.h"
+#include "wine/debug.h"
+
+WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
+
+static char *page_address(const struct allocation *alloc, size_t index)
+{
+    return alloc->base + index * writewatch_page_size;
+}
+
+static int effective_prot(const struct allocation *alloc, size_t index)
+{
+    if (bitmap_test(alloc->written, index)) return alloc->prot[index];
+    return alloc->prot[index] & ~PROT_WRITE;
+}
+
+static writewatch_status protect_pages(const struct allocation *alloc, size_t first, size_t last, int unix_prot)
+{
+    if (!mprotect(page_address(alloc, first), (last - first) * writewatch_page_size, unix_prot))
+        return WRITEWATCH_STATUS_SUCCESS;
+    ERR("mprotect %p-%p %#x: %s\n", page_address(alloc, first), page_address(alloc, last), unix_prot,
+        strerror(errno));
+    return status_from_errno(errno);
+}
+
+/* Applies every page's effective protection, one mprotect per run. */
+static writewatch_status apply_protection(const struct allocation *alloc, size_t first, size_t last)
+{
+    writewatch_status status;
+
+    while (first < last)
+    {
+        int prot = effective_prot(alloc, first);
+        size_t end = first + 1;
+
+        while (end < last && effective_prot(alloc, end) == prot) end++;
+        if ((status = protect_pages(alloc, first, end, prot))) return status;
+        first = end;
+    }
+    return WRITEWATCH_STATUS_SUCCESS;
+}
+
+/* Whether a page moves to the other written state: marking takes clean pages
+ * that may be written, clearing takes written pages. */
+static int page_changes_state(const struct allocation *alloc, size_t index, int mark)
+{
+    if (mark) return !bitmap_test(alloc->written, index) && (alloc->prot[index] & PROT_WRITE);
+    return bitmap_test(alloc->written, index);
+}
+
+/* Marks clean pages of [first, last) written, or clears written ones, run by
+ * run: protection first, then the bits. */
+static writewatch_status change_written_state(struct allocation *alloc, size_t first, size_t last, int mark)
+{
+    writewatch_status status;
+
+    while (first < last)
+    {
+        size_t end;
+        int prot;
+
+        if (!page_changes_state(alloc, first, mark))
+        {
+            first++;
+            continue;
+        }
+        prot = alloc->prot[first];
+        for (end = first + 1; end < last; end++)
+            if (!page_changes_state(alloc, end, mark) || alloc->prot[end] != prot) break;
+        if ((status = protect_pages(alloc, first, end, mark ? prot : prot & ~PROT_WRITE))) return status;
+        for (; first < end; first++)
+        {
+            if (mark) bitmap_set(alloc->written, first);
+            else bitmap_clear(alloc->written, first);
+        }
+    }
+    return WRITEWATCH_STATUS_SUCCESS;
+}
+
+static writewatch_status mprotect_add(struct allocation *alloc, int unix_prot)
+{
+    writewatch_status status;
+
+    alloc->written = calloc((alloc->pages + 7) / 8, 1);
+    alloc->prot = malloc(alloc->pages);
+    if (!alloc->written || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
+    memset(alloc->prot, unix_prot, alloc->pages);
+    if (!(unix_prot & PROT_WRITE)) return WRITEWATCH_STATUS_SUCCESS;
+    if (!(status = apply_protection(alloc, 0, alloc->pages))) return status;
+    /* leave the memory as the host mapped it */
+    mprotect(alloc->base, alloc->size, unix_prot);
+    return status;
+}
+
+static writewatch_status mprotect_set_protection(struct allocation *alloc, char *start, char *end, int unix_prot)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+
+    memset(alloc->prot + first, unix_prot, last - first);
+    return apply_protection(alloc, first, last);
+}
+
+/* The host mapped fresh inaccessible pages: nothing on them is written. */
+static writewatch_status mprotect_decommit(struct allocation *alloc, char *start, char *end)
+{
+    size_t index, last = page_index(alloc, end);
+
+    for (index = page_index(alloc, start); index < last; index++)
+    {
+        bitmap_clear(alloc->written, index);
+        alloc->prot[index] = PROT_NONE;
+    }
+    return WRITEWATCH_STATUS_SUCCESS;
+}
+
+static writewatch_status mprotect_collect(struct allocation *alloc, char *start, char *end, int reset,
+                                          void **addresses, uintptr_t room, uintptr_t *pos, char **next)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), index;
+
+    for (index = first; index < last && *pos < room; index++)
+    {
+        if (!alloc->written[index / 8]) index |= 7;
+        else if (bitmap_test(alloc->written, index)) addresses[(*pos)++] = page_address(alloc, index);
+    }
+    if (index > last) index = last;
+    *next = page_address(alloc, index);
+    /* every written page before index was reported */
+    return reset ? change_written_state(alloc, first, index, 0) : WRITEWATCH_STATUS_SUCCESS;
+}
+
+static writewatch_status mprotect_reset(struct allocation *alloc, char *start, char *end)
+{
+    return change_written_state(alloc, page_index(alloc, start), page_index(alloc, end), 0);
+}
+
+static int mprotect_handle_fault(struct allocation *alloc, char *page)
+{
+    size_t index = page_index(alloc, page);
+
+    if (!(alloc->prot[index] & PROT_WRITE)) return 0;
+    /* another thread may have resolved it first: the write can be retried */
+    if (bitmap_test(alloc->written, index)) return 1;
+    return !change_written_state(alloc, index, index + 1, 1);
+}
+
+static void mprotect_prepare_buffer(struct allocation *alloc, char *start, char *end)
+{
+    change_written_state(alloc, page_index(alloc, start), page_index(alloc, end), 1);
+}
+
+const struct backend mprotect_backend =
+{
+    "mprotect",
+    WRITEWATCH_BACKEND_MPROTECT,
+    mprotect_add,
+    mprotect_set_protection,
+    mprotect_decommit,
+    mprotect_collect,
+    mprotect_reset,
+    NULL, /* the core frees the bitmaps */
+    mprotect_handle_fault,
+    mprotect_prepare_buffer,
+};

@@ -1,0 +1,99 @@
+/*
+ * writewatch: Windows write watches (MEM_WRITE_WATCH, NtGetWriteWatch,
+ * NtResetWriteWatch) for a Unix host such as Wine's ntdll.
+ *
+ * Host interface
+ * ==============
+ * The module keeps its own record of the write-watched allocations, so it
+ * needs no access to the host's view tree.  The host owns the address space:
+ * it maps, remaps and unmaps memory, and tells the module what it did.
+ *
+ *   writewatch_init()               once, before anything else; chooses the
+ *                                   backend (WRITEWATCH_BACKEND=auto|uffd|mprotect).
+ *   writewatch_add_allocation()     after mapping a new MEM_WRITE_WATCH
+ *                                   allocation; it starts with no page written.
+ *   writewatch_set_protection()     instead of mprotect() on watched pages
+ *                                   (commit, VirtualProtect, guard pages...):
+ *                                   the fallback must keep clean pages
+ *                                   read-only, so it applies the protection.
+ *   writewatch_latch()              from VirtualProtect only: Windows keeps the
+ *                                   written state of pages that change
+ *                                   protection even if they are decommitted.
+ *   writewatch_decommit()           after replacing pages with a fresh
+ *                                   PROT_NONE mapping (MEM_DECOMMIT).
+ *   writewatch_remove_allocation()  after MEM_RELEASE unmapped the allocation.
+ *   writewatch_get_write_watch()    NtGetWriteWatch for the current process.
+ *   writewatch_reset_write_watch()  NtResetWriteWatch for the current process.
+ *   writewatch_handle_fault()       from the host's SIGSEGV handler, for a
+ *                                   write fault: nonzero when it was a
+ *                                   write-watch fault the module resolved.
+ *   writewatch_prepare_buffer()     before a system call writes into user
+ *                                   memory (read(2), recv(2)...): marks the
+ *                                   buffer written like Windows' probe for
+ *                                   write, so the kernel can fill it.
+ *
+ * All entries are thread-safe.  Addresses and sizes passed by the host are
+ * page aligned, except for the two Nt entries, which take the caller's values
+ * and apply Windows' rounding and validation.  Statuses are NTSTATUS values.
+ * The module never installs signal handlers and never maps memory itself.
+ */
+
+#ifndef WRITEWATCH_H
+#define WRITEWATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int32_t writewatch_status;
+
+#define WRITEWATCH_STATUS_SUCCESS            ((writewatch_status)0x00000000)
+#define WRITEWATCH_STATUS_ACCESS_VIOLATION   ((writewatch_status)0xc0000005)
+#define WRITEWATCH_STATUS_INVALID_PARAMETER  ((writewatch_status)0xc000000d)
+#define WRITEWATCH_STATUS_NO_MEMORY          ((writewatch_status)0xc0000017)
+#define WRITEWATCH_STATUS_NOT_SUPPORTED      ((writewatch_status)0xc00000bb)
+#define WRITEWATCH_STATUS_UNSUCCESSFUL       ((writewatch_status)0xc0000001)
+
+#define WRITEWATCH_FLAG_RESET 1  /* WRITE_WATCH_FLAG_RESET */
+
+enum writewatch_backend
+{
+    WRITEWATCH_BACKEND_NONE,     /* not initialised, or forced backend unavailable */
+    WRITEWATCH_BACKEND_UFFD,     /* userfaultfd WP-async + PAGEMAP_SCAN */
+    WRITEWATCH_BACKEND_MPROTECT, /* read-only pages + host write faults */
+};
+
+/* What writewatch_init() found, for diagnostics (tools/wwinfo). */
+struct writewatch_info
+{
+    enum writewatch_backend backend;
+    char reason[160];          /* why this backend was chosen */
+    int uffd_errno;            /* 0 when userfaultfd() and UFFDIO_API worked */
+    uint64_t uffd_features;    /* features the kernel offered (UFFDIO_API) */
+    int pagemap_scan_errno;    /* 0 when PAGEMAP_SCAN works */
+};
+
+/* Chooses the backend from WRITEWATCH_BACKEND and the kernel.  Returns
+ * WRITEWATCH_BACKEND_NONE only when a forced backend is unavailable; the
+ * reason is logged and available from writewatch_get_info(). */
+enum writewatch_backend writewatch_init(void);
+void writewatch_get_info(struct writewatch_info *info);
+const char *writewatch_backend_name(enum writewatch_backend backend);
+
+/* unix_prot is the protection the host mapped the allocation with. */
+writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_prot);
+void writewatch_remove_allocation(void *base);
+writewatch_status writewatch_set_protection(void *base, size_t size, int unix_prot);
+writewatch_status writewatch_latch(void *base, size_t size);
+writewatch_status writewatch_decommit(void *base, size_t size);
+
+/* Returns nonzero when addr lies in a write-watched allocation. */
+int writewatch_is_watched(const void *addr);
+
+writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
+                                             uintptr_t *count, uint32_t *granularity);
+writewatch_status writewatch_reset_write_watch(void *base, size_t size);
+
+int writewatch_handle_fault(void *addr);
+void writewatch_prepare_buffer(void *base, size_t size);
+
+#endif /* WRITEWATCH_H */

@@ -1,0 +1,71 @@
+/*
+ * Test runner: runs every test of the suite, or those named on the command
+ * line, and ends with "N passed, N failed".
+ */
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <pthread.h>
+
+#include "host.h"
+#include "test.h"
+
+unsigned int tests_passed, tests_failed;
+static pthread_mutex_t results_mutex = PTHREAD_MUTEX_INITIALIZER;
+static const char *current_test;
+
+extern const struct test writewatch_tests[];
+
+void ok_(const char *file, int line, int condition, const char *format, ...)
+{
+    va_list args;
+
+    pthread_mutex_lock(&results_mutex);
+    if (condition) tests_passed++;
+    else
+    {
+        tests_failed++;
+        fprintf(stderr, "%s:%d: %s: test failed: ", file, line, current_test);
+        va_start(args, format);
+        vfprintf(stderr, format, args);
+        va_end(args);
+    }
+    pthread_mutex_unlock(&results_mutex);
+}
+
+static int is_selected(const char *name, int argc, char **argv)
+{
+    int i;
+
+    if (argc < 2) return 1;
+    for (i = 1; i < argc; i++) if (!strcmp(argv[i], name)) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct writewatch_info info;
+    const struct test *test;
+
+    host_init();
+    writewatch_get_info(&info);
+    printf("writewatch tests: backend %s (%s)\n", writewatch_backend_name(info.backend), info.reason);
+    if (info.backend == WRITEWATCH_BACKEND_NONE)
+    {
+        printf("0 passed, 1 failed\n");
+        return 1;
+    }
+    for (test = writewatch_tests; test->name; test++)
+    {
+        unsigned int failed = tests_failed;
+
+        if (!is_selected(test->name, argc, argv)) continue;
+        current_test = test->name;
+        test->run();
+        printf("%-36s %s\n", test->name, tests_failed == failed ? "ok" : "FAILED");
+        fflush(stdout);
+    }
+    printf("%u passed, %u failed\n", tests_passed, tests_failed);
+    return tests_failed != 0;
+}

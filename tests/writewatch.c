@@ -1,0 +1,583 @@
+/*
+ * The Windows write-watch semantics, as a native host can show them.
+ * Numbers in comments refer to ../shared/notes/semantics.md.
+ */
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "host.h"
+#include "test.h"
+
+#define SENTINEL ((void *)0x5a5a5a5a)
+#define MAX_PAGES 4096
+
+static void *results[MAX_PAGES];
+
+static char *alloc_rw(size_t pages)
+{
+    writewatch_status status;
+    char *base = host_alloc(pages * page, PROT_READ | PROT_WRITE, &status);
+
+    ok(base != NULL, "allocation of %zu pages failed with %#x\n", pages, (unsigned int)status);
+    if (!base) abort();
+    return base;
+}
+
+static void fill_results(void)
+{
+    size_t i;
+
+    for (i = 0; i < MAX_PAGES; i++) results[i] = SENTINEL;
+}
+
+/* Queries [base, base + pages) and checks that exactly the listed page
+ * indices are returned, in order, and no entry past them is written. */
+#define expect_pages(flags, base, pages, room, ...) \
+    expect_pages_(__LINE__, flags, base, pages, room, (const int[]){ __VA_ARGS__, -1 })
+
+static void expect_pages_(int line, int flags, char *base, size_t pages, uintptr_t room, const int *expected)
+{
+    writewatch_status status;
+    uintptr_t count = room, n = 0, i;
+    uint32_t granularity = 0;
+
+    while (expected[n] >= 0) n++;
+    fill_results();
+    status = writewatch_get_write_watch(flags, base, pages * page, results, &count, &granularity);
+    ok_(__FILE__, line, status == 0, "status %#x\n", (unsigned int)status);
+    ok_(__FILE__, line, granularity == page, "granularity %u\n", granularity);
+    ok_(__FILE__, line, count == n, "count %lu, expected %lu\n", (unsigned long)count, (unsigned long)n);
+    for (i = 0; i < count && i < n; i++)
+        ok_(__FILE__, line, results[i] == base + expected[i] * page, "entry %lu is page %ld, expected %d\n",
+            (unsigned long)i, (long)(((char *)results[i] - base) / (long)page), expected[i]);
+    if (count < room)
+        ok_(__FILE__, line, results[count] == SENTINEL, "entry %lu past the count was written\n",
+            (unsigned long)count);
+}
+#define NONE -1
+
+static void test_fresh_allocation_reports_nothing(void)
+{
+    char *base = alloc_rw(16);
+
+    expect_pages(0, base, 16, 64, NONE);
+    host_free(base, 16 * page);
+}
+
+static void test_write_marks_page_in_ascending_order(void)
+{
+    char *base = alloc_rw(16);
+
+    base[9 * page] = 1;
+    base[2 * page + 100] = 1;
+    base[15 * page + page - 1] = 1;
+    expect_pages(0, base, 16, 64, 2, 9, 15);
+    host_free(base, 16 * page);
+}
+
+static void test_store_straddling_pages_marks_both(void)
+{
+    char *base = alloc_rw(16);
+
+    memcpy(base + 4 * page - 3, "abcdefgh", 8);
+    expect_pages(0, base, 16, 64, 3, 4);
+    host_free(base, 16 * page);
+}
+
+static void test_repeated_writes_give_one_entry(void)
+{
+    char *base = alloc_rw(16);
+    int i;
+
+    for (i = 0; i < 100; i++) base[5 * page + i] = i;
+    expect_pages(0, base, 16, 64, 5);
+    host_free(base, 16 * page);
+}
+
+static void test_reads_do_not_mark(void)
+{
+    volatile char *base = alloc_rw(16);
+    char sum = 0;
+    int i;
+
+    for (i = 0; i < 16; i++) sum += base[i * page];
+    ok(sum == 0, "fresh memory is not zero\n");
+    expect_pages(0, (char *)base, 16, 64, NONE);
+    host_free((char *)base, 16 * page);
+}
+
+static void write_first_byte(void *addr)
+{
+    *(volatile char *)addr = 1;
+}
+
+/* 15: a faulting write stores nothing and marks nothing */
+static void test_faulting_write_does_not_mark(void)
+{
+    char *base = alloc_rw(16);
+
+    host_protect(base + 3 * page, page, PROT_READ);
+    ok(host_faults(write_first_byte, base + 3 * page), "write to a read-only page did not fault\n");
+    ok(base[3 * page] == 0, "the faulting write stored something\n");
+    expect_pages(0, base, 16, 64, NONE);
+    host_protect(base + 3 * page, page, PROT_READ | PROT_WRITE);
+    ok(!host_faults(write_first_byte, base + 3 * page), "write to a read-write page faulted\n");
+    expect_pages(0, base, 16, 64, 3);
+    host_free(base, 16 * page);
+}
+
+/* 5-9: Wine 8.0's order: count/granularity NULL, *count or size 0, flags,
+ * addresses NULL, then the range */
+static void test_parameter_checks_in_wine_order(void)
+{
+    char *base = alloc_rw(16);
+    uintptr_t count, zero = 0;
+    uint32_t granularity;
+
+    base[0] = 1;
+    ok(writewatch_get_write_watch(0, base, page, results, NULL, &granularity) == WRITEWATCH_STATUS_ACCESS_VIOLATION,
+       "NULL count\n");
+    count = 1;
+    ok(writewatch_get_write_watch(0, base, page, results, &count, NULL) == WRITEWATCH_STATUS_ACCESS_VIOLATION,
+       "NULL granularity\n");
+    ok(writewatch_get_write_watch(2, base, page, NULL, NULL, NULL) == WRITEWATCH_STATUS_ACCESS_VIOLATION,
+       "NULL count wins over bad flags and NULL addresses\n");
+    ok(writewatch_get_write_watch(0, base, page, NULL, &zero, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "zero count with NULL addresses\n");
+    count = 1;
+    ok(writewatch_get_write_watch(0, base, 0, results, &count, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "zero size\n");
+    count = 1;
+    ok(writewatch_get_write_watch(0, base + 1, 0, results, &count, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "zero size at an unaligned base\n");
+    count = 1;
+    ok(writewatch_get_write_watch(2, base, page, NULL, &count, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "bad flags win over NULL addresses\n");
+    count = 1;
+    ok(writewatch_get_write_watch(~1u, base, page, results, &count, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "bad flags\n");
+    count = 1;
+    ok(writewatch_get_write_watch(0, base, page, NULL, &count, &granularity) == WRITEWATCH_STATUS_ACCESS_VIOLATION,
+       "NULL addresses\n");
+    count = 1;
+    ok(writewatch_get_write_watch(0, base, 32 * page, NULL, &count, &granularity) == WRITEWATCH_STATUS_ACCESS_VIOLATION,
+       "NULL addresses wins over a bad range\n");
+    expect_pages(0, base, 16, 64, 0);
+    host_free(base, 16 * page);
+}
+
+/* output details: a failed call writes nothing and changes nothing */
+static void test_failed_call_writes_nothing(void)
+{
+    char *base = alloc_rw(16);
+    uint32_t granularity = 77;
+    uintptr_t count = 5;
+
+    base[page] = 1;
+    fill_results();
+    ok(writewatch_get_write_watch(1, base, 17 * page, results, &count, &granularity) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "range past the end\n");
+    ok(count == 5 && granularity == 77 && results[0] == SENTINEL, "a failed call wrote its outputs\n");
+    expect_pages(0, base, 16, 64, 1);
+    host_free(base, 16 * page);
+}
+
+/* 10: the range must lie inside one write-watched allocation */
+static void test_range_must_be_inside_one_watched_allocation(void)
+{
+    char *area = mmap(NULL, 32 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char stack_buffer[16], *heap = malloc(page);
+    uintptr_t count = 16;
+
+    /* two watched allocations side by side, as VirtualAlloc may place them */
+    ok(writewatch_add_allocation(area, 16 * page, PROT_NONE) == 0, "first allocation\n");
+    ok(writewatch_add_allocation(area + 16 * page, 16 * page, PROT_NONE) == 0, "second allocation\n");
+    ok(writewatch_add_allocation(area + 8 * page, 16 * page, PROT_NONE) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "an overlapping allocation was accepted\n");
+    host_commit(area, 16 * page, PROT_READ | PROT_WRITE);
+    host_commit(area + 16 * page, 16 * page, PROT_READ | PROT_WRITE);
+    area[0] = area[16 * page] = 1;
+
+    ok(get_watch(0, stack_buffer, sizeof(stack_buffer), results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "the stack is not watched\n");
+    ok(get_watch(0, heap, page, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER, "the heap is not watched\n");
+    ok(get_watch(0, area, 32 * page, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "a range spanning two allocations\n");
+    ok(get_watch(0, area, 16 * page + 1, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "one byte past the end\n");
+    ok(get_watch(0, area + 15 * page, 2 * page, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "last page plus the next\n");
+    ok(get_watch(0, area + page, (size_t)-page, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "a range that wraps around\n");
+    ok(writewatch_reset_write_watch(area + 8 * page, 16 * page) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "reset spanning two allocations\n");
+    ok(writewatch_reset_write_watch(stack_buffer, 1) == WRITEWATCH_STATUS_INVALID_PARAMETER, "reset of the stack\n");
+    ok(count == 16, "a failed call changed the count\n");
+    expect_pages(0, area, 16, 64, 0);
+    expect_pages(0, area + 16 * page, 16, 64, 0);
+
+    writewatch_remove_allocation(area);
+    writewatch_remove_allocation(area + 16 * page);
+    munmap(area, 32 * page);
+    free(heap);
+}
+
+/* 4: the range covers every page any byte of it touches */
+static void test_unaligned_range_is_rounded_to_pages(void)
+{
+    char *base = alloc_rw(16);
+    uintptr_t count = 64;
+
+    base[2 * page] = base[3 * page] = base[4 * page] = 1;
+    ok(get_watch(0, base + 2 * page + 10, page, results, &count) == 0, "unaligned query failed\n");
+    ok(count == 2 && results[0] == base + 2 * page && results[1] == base + 3 * page, "got %lu pages\n",
+       (unsigned long)count);
+    ok(writewatch_reset_write_watch(base + 3 * page - 1, 2) == 0, "unaligned reset failed\n");
+    expect_pages(0, base, 16, 64, 4);
+    host_free(base, 16 * page);
+}
+
+/* 11, 13: a short array gets the first pages; without reset nothing changes */
+static void test_short_array_without_reset(void)
+{
+    char *base = alloc_rw(16);
+    int i;
+
+    for (i = 1; i < 16; i += 2) base[i * page] = 1;
+    expect_pages(0, base, 16, 3, 1, 3, 5);
+    expect_pages(0, base, 16, 3, 1, 3, 5);
+    expect_pages(0, base, 16, 64, 1, 3, 5, 7, 9, 11, 13, 15);
+    host_free(base, 16 * page);
+}
+
+/* 12: with reset, only the pages returned are reset */
+static void test_short_array_with_reset_resets_only_returned_pages(void)
+{
+    char *base = alloc_rw(16);
+    int i;
+
+    for (i = 1; i < 16; i += 2) base[i * page] = 1;
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 3, 1, 3, 5);
+    expect_pages(0, base, 16, 64, 7, 9, 11, 13, 15);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 1, 7);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 64, 9, 11, 13, 15);
+    expect_pages(0, base, 16, 64, NONE);
+    base[0] = base[15 * page] = 1;
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 64, 0, 15);
+    host_free(base, 16 * page);
+}
+
+/* 11, 14: sub-ranges */
+static void test_sub_range_query_and_reset(void)
+{
+    char *base = alloc_rw(16);
+
+    base[1 * page] = base[3 * page] = base[4 * page] = base[10 * page] = 1;
+    expect_pages(0, base + 3 * page, 2, 64, 0, 1);
+    ok(writewatch_reset_write_watch(base, 3 * page) == 0, "reset failed\n");
+    expect_pages(0, base, 16, 64, 3, 4, 10);
+    expect_pages(WRITEWATCH_FLAG_RESET, base + 4 * page, 12, 64, 0, 6);
+    expect_pages(0, base, 16, 64, 3);
+    ok(writewatch_reset_write_watch(base, 0) == WRITEWATCH_STATUS_INVALID_PARAMETER, "reset of size 0\n");
+    ok(writewatch_reset_write_watch(base, 17 * page) == WRITEWATCH_STATUS_INVALID_PARAMETER, "reset past the end\n");
+    expect_pages(0, base, 16, 64, 3);
+    host_free(base, 16 * page);
+}
+
+/* 2, 20a: reserved and no-access pages report nothing; writes after a
+ * later VirtualProtect are tracked */
+static void test_reserve_then_commit_then_protect(void)
+{
+    writewatch_status status;
+    char *base = host_alloc(16 * page, 0, &status);
+
+    ok(base != NULL, "reserve failed with %#x\n", (unsigned int)status);
+    expect_pages(0, base, 16, 64, NONE);
+    ok(writewatch_reset_write_watch(base, 16 * page) == 0, "reset of reserved pages failed\n");
+    host_commit(base, 16 * page, PROT_NONE);
+    expect_pages(0, base, 16, 64, NONE);
+    host_protect(base, 6 * page, PROT_READ | PROT_WRITE);
+    base[5 * page] = 1;
+    expect_pages(0, base, 16, 64, 5);
+    host_free(base, 16 * page);
+}
+
+/* 19, 20b: a write stays reported after the page becomes no-access */
+static void test_protect_keeps_written_state(void)
+{
+    writewatch_status status;
+    char *base = host_alloc(16 * page, PROT_NONE, &status);
+
+    host_protect(base, 6 * page, PROT_READ | PROT_WRITE);
+    base[5 * page] = 1;
+    host_protect(base, 6 * page, PROT_NONE);
+    expect_pages(0, base, 16, 64, 5);
+    ok(writewatch_reset_write_watch(base, 16 * page) == 0, "reset failed\n");
+    expect_pages(0, base, 16, 64, NONE);
+    host_free(base, 16 * page);
+}
+
+/* 18: protection changes are not writes */
+static void test_protection_change_is_not_a_write(void)
+{
+    char *base = alloc_rw(16);
+
+    base[2 * page] = 1;
+    host_protect(base, 16 * page, PROT_READ);
+    host_protect(base, 16 * page, PROT_READ | PROT_WRITE);
+    expect_pages(0, base, 16, 64, 2);
+    host_protect(base, 16 * page, PROT_READ | PROT_WRITE | PROT_EXEC);
+    expect_pages(0, base, 16, 64, 2);
+    host_free(base, 16 * page);
+}
+
+/* 20c, 20d: decommit clears what was written since the last protect */
+static void test_decommit_clears_unlatched_pages(void)
+{
+    writewatch_status status;
+    char *base = host_alloc(16 * page, PROT_NONE, &status);
+
+    host_decommit(base + page, page);
+    host_protect(base + 2 * page, page, PROT_READ | PROT_WRITE);
+    expect_pages(0, base, 16, 64, NONE);
+    base[2 * page] = 1;
+    expect_pages(0, base, 16, 64, 2);
+    ok(writewatch_reset_write_watch(base, 16 * page) == 0, "reset failed\n");
+
+    host_commit(base, 16 * page, PROT_NONE);
+    host_protect(base, 6 * page, PROT_READ | PROT_WRITE);
+    base[3 * page] = base[5 * page] = 1;
+    host_decommit(base, 16 * page);
+    expect_pages(0, base, 16, 64, NONE);
+    host_commit(base, 16 * page, PROT_READ | PROT_WRITE);
+    expect_pages(0, base, 16, 64, NONE);
+    ok(base[3 * page] == 0, "recommitted memory is not zero\n");
+    base[7 * page] = 1;
+    expect_pages(0, base, 16, 64, 7);
+    host_free(base, 16 * page);
+}
+
+/* 20e: a protect latches written pages across decommit until reset */
+static void test_latched_pages_survive_decommit(void)
+{
+    char *base = alloc_rw(16);
+
+    base[3 * page] = 1;
+    host_protect(base, 6 * page, PROT_READ | PROT_WRITE);
+    base[5 * page] = 1;
+    expect_pages(0, base, 16, 64, 3, 5);
+    host_decommit(base, 16 * page);
+    expect_pages(0, base, 16, 64, 3);
+    host_commit(base, 16 * page, PROT_READ | PROT_WRITE);
+    expect_pages(0, base, 16, 64, 3);
+    base[4 * page] = base[2 * page] = base[6 * page] = 1;
+    expect_pages(0, base, 16, 64, 2, 3, 4, 6);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 2, 2, 3);
+    expect_pages(0, base, 16, 64, 4, 6);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 64, 4, 6);
+    expect_pages(0, base, 16, 64, NONE);
+    host_free(base, 16 * page);
+}
+
+/* A short array with reset stops at the same page whether the pages were
+ * latched or written: later ones of both kinds stay reported. */
+static void test_latched_and_written_pages_with_short_array(void)
+{
+    char *base = alloc_rw(16);
+
+    base[1 * page] = base[6 * page] = 1;
+    host_protect(base, 16 * page, PROT_READ | PROT_WRITE);
+    host_decommit(base + 6 * page, page);
+    host_commit(base + 6 * page, page, PROT_READ | PROT_WRITE);
+    base[2 * page] = base[8 * page] = 1;
+    expect_pages(0, base, 16, 64, 1, 2, 6, 8);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 3, 1, 2, 6);
+    expect_pages(0, base, 16, 64, 8);
+    base[6 * page] = base[1 * page] = 1;
+    host_protect(base, 16 * page, PROT_READ | PROT_WRITE);
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 1, 1);
+    expect_pages(0, base, 16, 64, 6, 8);
+    ok(writewatch_reset_write_watch(base + 6 * page, page) == 0, "reset failed\n");
+    expect_pages(0, base, 16, 64, 8);
+    host_free(base, 16 * page);
+}
+
+/* 20f: 2048 pages, every other written, first half made read-only */
+static void test_every_other_page_of_2048(void)
+{
+    char *base = alloc_rw(2048);
+    int i, expected_pages[1024];
+    uintptr_t count;
+
+    for (i = 0; i < 2048; i += 2) base[i * page] = 1;
+    host_protect(base, 1024 * page, PROT_READ);
+    for (i = 0; i < 1024; i++) expected_pages[i] = i * 2;
+    for (i = 0; i < 2; i++)
+    {
+        uintptr_t j, wrong = 0;
+
+        count = MAX_PAGES;
+        ok(get_watch(i ? WRITEWATCH_FLAG_RESET : 0, base, 2048 * page, results, &count) == 0, "query failed\n");
+        ok(count == 1024, "got %lu pages\n", (unsigned long)count);
+        for (j = 0; j < count && j < 1024; j++) wrong += results[j] != base + expected_pages[j] * page;
+        ok(!wrong, "%lu pages out of order\n", (unsigned long)wrong);
+    }
+    expect_pages(0, base, 2048, MAX_PAGES, NONE);
+    host_free(base, 2048 * page);
+}
+
+/* 21: MEM_RELEASE ends the watch */
+static void test_release_ends_watch(void)
+{
+    char *base = alloc_rw(16);
+    uintptr_t count = 16;
+
+    base[0] = 1;
+    host_free(base, 16 * page);
+    ok(get_watch(0, base, 16 * page, results, &count) == WRITEWATCH_STATUS_INVALID_PARAMETER,
+       "a released range is still watched\n");
+    ok(!writewatch_is_watched(base), "a released range is still watched\n");
+}
+
+/* 16: the kernel writing on the program's behalf marks the pages */
+static void test_read_from_pipe_marks_pages(void)
+{
+    char *base = alloc_rw(16), data[2 * 4096 + 3];
+    int fds[2];
+    ssize_t got;
+    uintptr_t i, wrong = 0, count = 64;
+
+    ok(page == 4096, "tests assume 4 KiB pages\n");
+    memset(data, 'x', sizeof(data));
+    ok(!pipe(fds), "pipe\n");
+    ok(write(fds[1], data, sizeof(data)) == (ssize_t)sizeof(data), "write to the pipe\n");
+    got = host_read(fds[0], base + page, 16 * page - page);
+    ok(got == (ssize_t)sizeof(data), "read returned %zd\n", got);
+    ok(base[page + sizeof(data) - 1] == 'x', "data did not arrive\n");
+
+    /* the data pages at least; Windows marks the whole buffer, as the
+     * fallback does, while the kernel marks what it wrote */
+    ok(get_watch(0, base, 16 * page, results, &count) == 0, "query failed\n");
+    ok(count >= 3, "only %lu pages reported\n", (unsigned long)count);
+    for (i = 0; i < count; i++) wrong += results[i] != base + (i + 1) * page;
+    ok(!wrong, "%lu entries are not the buffer's pages in order\n", (unsigned long)wrong);
+    close(fds[0]);
+    close(fds[1]);
+    host_free(base, 16 * page);
+}
+
+/* A file read the kernel copies into the middle of a page. */
+static void test_read_from_file_marks_pages(void)
+{
+    char *base = alloc_rw(8), path[] = "/tmp/writewatch-test-XXXXXX";
+    int fd = mkstemp(path);
+    uintptr_t count = 64;
+
+    ok(fd >= 0, "mkstemp\n");
+    unlink(path);
+    ok(write(fd, "hello", 5) == 5 && !lseek(fd, 0, SEEK_SET), "writing the file\n");
+    ok(host_read(fd, base + 6 * page + 10, 5) == 5, "read\n");
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, 8 * page, results, &count) == 0 && count == 1 &&
+       results[0] == base + 6 * page, "got %lu pages\n", (unsigned long)count);
+    close(fd);
+    host_free(base, 8 * page);
+}
+
+/* Many allocations: each query finds its own. */
+static void test_many_allocations(void)
+{
+    char *bases[64];
+    int i, wrong = 0;
+
+    for (i = 0; i < 64; i++)
+    {
+        bases[i] = alloc_rw(4);
+        bases[i][(i % 4) * page] = 1;
+    }
+    for (i = 0; i < 64; i += 3)
+    {
+        host_free(bases[i], 4 * page);
+        bases[i] = NULL;
+    }
+    for (i = 0; i < 64; i++)
+    {
+        uintptr_t count = 8;
+
+        if (!bases[i]) continue;
+        wrong += get_watch(0, bases[i], 4 * page, results, &count) || count != 1 ||
+                 results[0] != bases[i] + (i % 4) * page;
+        host_free(bases[i], 4 * page);
+    }
+    ok(!wrong, "%d allocations answered wrongly\n", wrong);
+}
+
+/* Huge pages stay out of watched ranges: a written 2 MiB run and a
+ * single page beside it are reported and reset page by page. */
+static void test_large_writes_are_page_exact(void)
+{
+    size_t pages = 2048, i, wrong = 0;
+    char *base = alloc_rw(pages);
+    uintptr_t count = MAX_PAGES;
+
+    memset(base + 512 * page, 1, 512 * page);
+    base[1500 * page] = 1;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count) == 0, "query failed\n");
+    ok(count == 513, "got %lu pages\n", (unsigned long)count);
+    for (i = 0; i < 512 && i < count; i++) wrong += results[i] != base + (512 + i) * page;
+    ok(!wrong && count == 513 && results[512] == base + 1500 * page, "wrong pages\n");
+    base[700 * page] = 1;
+    expect_pages(0, base, pages, MAX_PAGES, 700);
+    host_free(base, pages * page);
+}
+
+/* The array itself may lie in the watched range. */
+static void test_array_inside_watched_range(void)
+{
+    char *base = alloc_rw(16);
+    void **array = (void **)(base + 8 * page);
+    uintptr_t count = 4;
+
+    base[2 * page] = 1;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, 8 * page, array, &count) == 0, "query failed\n");
+    ok(count == 1 && array[0] == base + 2 * page, "got %lu pages\n", (unsigned long)count);
+    expect_pages(0, base + 8 * page, 8, 64, 0);
+    host_free(base, 16 * page);
+}
+
+extern void test_stress_writers_and_collector(void);
+
+const struct test writewatch_tests[] =
+{
+    { "fresh_allocation_reports_nothing", test_fresh_allocation_reports_nothing },
+    { "write_marks_page_in_ascending_order", test_write_marks_page_in_ascending_order },
+    { "store_straddling_pages_marks_both", test_store_straddling_pages_marks_both },
+    { "repeated_writes_give_one_entry", test_repeated_writes_give_one_entry },
+    { "reads_do_not_mark", test_reads_do_not_mark },
+    { "faulting_write_does_not_mark", test_faulting_write_does_not_mark },
+    { "parameter_checks_in_wine_order", test_parameter_checks_in_wine_order },
+    { "failed_call_writes_nothing", test_failed_call_writes_nothing },
+    { "range_inside_one_watched_allocation", test_range_must_be_inside_one_watched_allocation },
+    { "unaligned_range_is_rounded_to_pages", test_unaligned_range_is_rounded_to_pages },
+    { "short_array_without_reset", test_short_array_without_reset },
+    { "short_array_with_reset", test_short_array_with_reset_resets_only_returned_pages },
+    { "sub_range_query_and_reset", test_sub_range_query_and_reset },
+    { "reserve_then_commit_then_protect", test_reserve_then_commit_then_protect },
+    { "protect_keeps_written_state", test_protect_keeps_written_state },
+    { "protection_change_is_not_a_write", test_protection_change_is_not_a_write },
+    { "decommit_clears_unlatched_pages", test_decommit_clears_unlatched_pages },
+    { "latched_pages_survive_decommit", test_latched_pages_survive_decommit },
+    { "latched_and_written_short_array", test_latched_and_written_pages_with_short_array },
+    { "every_other_page_of_2048", test_every_other_page_of_2048 },
+    { "release_ends_watch", test_release_ends_watch },
+    { "read_from_pipe_marks_pages", test_read_from_pipe_marks_pages },
+    { "read_from_file_marks_pages", test_read_from_file_marks_pages },
+    { "many_allocations", test_many_allocations },
+    { "large_writes_are_page_exact", test_large_writes_are_page_exact },
+    { "array_inside_watched_range", test_array_inside_watched_range },
+    { "stress_writers_and_collector", test_stress_writers_and_collector },
+    { NULL, NULL }
+};
