@@ -47,6 +47,7 @@
 typedef int32_t writewatch_status;
 
 #define WRITEWATCH_STATUS_SUCCESS            ((writewatch_status)0x00000000)
+#define WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT ((writewatch_status)0x80000002)
 #define WRITEWATCH_STATUS_ACCESS_VIOLATION   ((writewatch_status)0xc0000005)
 #define WRITEWATCH_STATUS_INVALID_PARAMETER  ((writewatch_status)0xc000000d)
 #define WRITEWATCH_STATUS_NO_MEMORY          ((writewatch_status)0xc0000017)

@@ -5,9 +5,11 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 
+#include "writewatch_private.h"
 #include "host.h"
 #include "test.h"
 
@@ -15,7 +17,8 @@ unsigned int tests_passed, tests_failed;
 static pthread_mutex_t results_mutex = PTHREAD_MUTEX_INITIALIZER;
 static const char *current_test;
 
-extern const struct test writewatch_tests[];
+extern const struct test writewatch_tests[], fault_tests[], fuzz_tests[];
+static const struct test * const suites[] = { writewatch_tests, fault_tests, fuzz_tests };
 
 void ok_(const char *file, int line, int condition, const char *format, ...)
 {
@@ -43,11 +46,27 @@ static int is_selected(const char *name, int argc, char **argv)
     return 0;
 }
 
+/* --init-fault OP ERRNO BACKEND: initialises the module with one kernel
+ * operation failing, and prints what it chose (see tests/faults.c). */
+static int init_with_fault(char **argv)
+{
+    struct writewatch_info info;
+
+    setenv("WRITEWATCH_BACKEND", argv[4], 1);
+    writewatch_inject_error(atoi(argv[2]), atoi(argv[3]), 0);
+    writewatch_init();
+    writewatch_get_info(&info);
+    printf("%s: %s\n", writewatch_backend_name(info.backend), info.reason);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct writewatch_info info;
     const struct test *test;
+    size_t suite;
 
+    if (argc == 5 && !strcmp(argv[1], "--init-fault")) return init_with_fault(argv);
     host_init();
     writewatch_get_info(&info);
     printf("writewatch tests: backend %s (%s)\n", writewatch_backend_name(info.backend), info.reason);
@@ -56,15 +75,18 @@ int main(int argc, char **argv)
         printf("0 passed, 1 failed\n");
         return 1;
     }
-    for (test = writewatch_tests; test->name; test++)
+    for (suite = 0; suite < sizeof(suites) / sizeof(suites[0]); suite++)
     {
-        unsigned int failed = tests_failed;
+        for (test = suites[suite]; test->name; test++)
+        {
+            unsigned int failed = tests_failed;
 
-        if (!is_selected(test->name, argc, argv)) continue;
-        current_test = test->name;
-        test->run();
-        printf("%-36s %s\n", test->name, tests_failed == failed ? "ok" : "FAILED");
-        fflush(stdout);
+            if (!is_selected(test->name, argc, argv)) continue;
+            current_test = test->name;
+            test->run();
+            printf("%-40s %s\n", test->name, tests_failed == failed ? "ok" : "FAILED");
+            fflush(stdout);
+        }
     }
     printf("%u passed, %u failed\n", tests_passed, tests_failed);
     return tests_failed != 0;

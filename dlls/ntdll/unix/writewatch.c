@@ -47,14 +47,13 @@ const char *writewatch_backend_name(enum writewatch_backend backend)
     }
 }
 
+/* Kernel failures are the module's, never the caller's bad parameters. */
 writewatch_status status_from_errno(int err)
 {
     switch (err)
     {
     case 0: return WRITEWATCH_STATUS_SUCCESS;
     case ENOMEM: return WRITEWATCH_STATUS_NO_MEMORY;
-    case EFAULT: return WRITEWATCH_STATUS_ACCESS_VIOLATION;
-    case EINVAL: return WRITEWATCH_STATUS_INVALID_PARAMETER;
     case ENOSYS:
     case ENOTTY: return WRITEWATCH_STATUS_NOT_SUPPORTED;
     default: return WRITEWATCH_STATUS_UNSUCCESSFUL;
@@ -175,6 +174,11 @@ static int round_range(const void *base, size_t size, char **start, char **end)
     *start = (char *)first;
     *end = (char *)last + 1;
     return 1;
+}
+
+static int is_aligned(const void *ptr, size_t alignment)
+{
+    return !((uintptr_t)ptr % alignment);
 }
 
 static int host_range_is_valid(const void *base, size_t size)
@@ -429,11 +433,16 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
     uintptr_t pos = 0;
     char *start, *end;
 
-    /* Wine 8.0's order of checks, which its conformance tests expect. */
+    /* Wine 8.0's order of checks, which its conformance tests expect, with
+     * Windows' alignment probes of the output pointers where they are first
+     * used: the module stores through them. */
     if (!count || !granularity) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
+    if (!is_aligned(count, sizeof(*count)) || !is_aligned(granularity, sizeof(*granularity)))
+        return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
     if (!*count || !size) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (flags & ~WRITEWATCH_FLAG_RESET) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (!addresses) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
+    if (!is_aligned(addresses, sizeof(*addresses))) return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
     if (!writewatch_page_size || !round_range(base, size, &start, &end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
 
     TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)*count);

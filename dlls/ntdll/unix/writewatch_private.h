@@ -119,7 +119,8 @@ void bitmap_clear(uint8_t *bitmap, size_t index);
 writewatch_status status_from_errno(int err);
 
 #ifdef WRITEWATCH_FAULT_INJECTION
-/* Test seam: make the next calls of a kernel operation fail with err. */
+/* Test seam: make a kernel operation fail with err once, after it has
+ * succeeded skip more times. */
 enum writewatch_kernel_op
 {
     WRITEWATCH_OP_USERFAULTFD,
@@ -129,7 +130,7 @@ enum writewatch_kernel_op
     WRITEWATCH_OP_PAGEMAP_SCAN,
     WRITEWATCH_OP_COUNT
 };
-void writewatch_inject_error(enum writewatch_kernel_op op, int err, unsigned int times);
+void writewatch_inject_error(enum writewatch_kernel_op op, int err, unsigned int skip);
 int writewatch_injected_error(enum writewatch_kernel_op op);
 #endif
 

@@ -44,20 +44,27 @@ static int pagemap_fd = -1;
 static struct
 {
     int err;
-    unsigned int times;
+    unsigned int skip;
 } injected[WRITEWATCH_OP_COUNT];
 
-void writewatch_inject_error(enum writewatch_kernel_op op, int err, unsigned int times)
+void writewatch_inject_error(enum writewatch_kernel_op op, int err, unsigned int skip)
 {
     injected[op].err = err;
-    injected[op].times = times;
+    injected[op].skip = skip;
 }
 
 int writewatch_injected_error(enum writewatch_kernel_op op)
 {
-    if (!injected[op].times) return 0;
-    injected[op].times--;
-    return injected[op].err;
+    int err = injected[op].err;
+
+    if (!err) return 0;
+    if (injected[op].skip)
+    {
+        injected[op].skip--;
+        return 0;
+    }
+    injected[op].err = 0;
+    return err;
 }
 
 #define INJECT_ERROR(op) \
@@ -85,6 +92,13 @@ static int register_range(char *start, char *end)
 
     INJECT_ERROR(WRITEWATCH_OP_REGISTER);
     return ioctl(uffd_fd, UFFDIO_REGISTER, &args);
+}
+
+static void unregister_range(char *start, char *end)
+{
+    struct uffdio_range range = { (uintptr_t)start, end - start };
+
+    if (ioctl(uffd_fd, UFFDIO_UNREGISTER, &range)) WARN("UFFDIO_UNREGISTER: %s\n", strerror(errno));
 }
 
 static int write_protect_range(char *start, char *end)
@@ -132,7 +146,8 @@ static int watch_range(char *start, char *end)
     if (register_range(start, end)) return errno;
     if (!write_protect_range(start, end)) return 0;
     err = errno;
-    ERR("UFFDIO_WRITEPROTECT %p-%p: %s\n", start, end, strerror(err));
+    WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", start, end, strerror(err));
+    unregister_range(start, end);
     return err;
 }
 

@@ -1,0 +1,195 @@
+/*
+ * Failures of the kernel path, injected through the module's test seam:
+ * each either falls back for the allocation or returns a clear status, and
+ * no written page is lost.  They apply to the kernel backend only.
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "writewatch_private.h"
+#include "host.h"
+#include "test.h"
+
+static void *results[256];
+
+static int kernel_backend_in_use(void)
+{
+    struct writewatch_info info;
+
+    writewatch_get_info(&info);
+    if (info.backend == WRITEWATCH_BACKEND_UFFD) return 1;
+    printf("skipped: the kernel backend is not in use\n");
+    return 0;
+}
+
+static uintptr_t count_pages(char *base, size_t pages)
+{
+    uintptr_t count = 256;
+
+    ok(get_watch(0, base, pages * page, results, &count) == 0, "query failed\n");
+    return count;
+}
+
+/* A mapping the kernel refuses to register is watched by the fallback. */
+static void test_refused_registration_falls_back(void)
+{
+    static const int errors[] = { EINVAL, ENOMEM, EPERM };
+    static const enum writewatch_kernel_op ops[] = { WRITEWATCH_OP_REGISTER, WRITEWATCH_OP_WRITEPROTECT };
+    writewatch_status status;
+    size_t i, j;
+
+    if (!kernel_backend_in_use()) return;
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+    {
+        for (j = 0; j < sizeof(errors) / sizeof(errors[0]); j++)
+        {
+            char *base;
+
+            writewatch_inject_error(ops[i], errors[j], 0);
+            base = host_alloc(16 * page, PROT_READ | PROT_WRITE, &status);
+            ok(base != NULL, "op %zu error %d: allocation failed with %#x\n", i, errors[j], (unsigned int)status);
+            if (!base) continue;
+            ok(count_pages(base, 16) == 0, "op %zu error %d: fresh pages reported\n", i, errors[j]);
+            base[3 * page] = base[7 * page] = 1;
+            ok(count_pages(base, 16) == 2 && results[0] == base + 3 * page && results[1] == base + 7 * page,
+               "op %zu error %d: writes not tracked\n", i, errors[j]);
+            host_free(base, 16 * page);
+        }
+    }
+}
+
+/* A scan that fails half way keeps what it had reset as reported. */
+static void test_failed_scan_loses_nothing(void)
+{
+    static const int errors[] = { ENOMEM, EFAULT, EINVAL };
+    size_t pages = 200, i, e;
+    char *base;
+
+    if (!kernel_backend_in_use()) return;
+    base = host_alloc(pages * page, PROT_READ | PROT_WRITE, (writewatch_status[1]){ 0 });
+    for (e = 0; e < sizeof(errors) / sizeof(errors[0]); e++)
+    {
+        uintptr_t count = 256;
+        writewatch_status status;
+
+        /* separate runs, so that one scan cannot return them all */
+        for (i = 0; i < pages; i += 2) base[i * page] = 1;
+        writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, errors[e], 1);
+        status = get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count);
+        ok(status == (errors[e] == ENOMEM ? WRITEWATCH_STATUS_NO_MEMORY : WRITEWATCH_STATUS_UNSUCCESSFUL),
+           "error %d gave status %#x\n", errors[e], (unsigned int)status);
+        ok(count == 256, "a failed call changed the count\n");
+        ok(count_pages(base, pages) == pages / 2, "error %d: %lu pages left, expected %zu\n", errors[e],
+           (unsigned long)count_pages(base, pages), pages / 2);
+        ok(writewatch_reset_write_watch(base, pages * page) == 0, "reset failed\n");
+        ok(count_pages(base, pages) == 0, "reset left pages\n");
+    }
+    host_free(base, pages * page);
+}
+
+/* Failing resets and latches say so; a later call succeeds. */
+static void test_failed_reset_and_latch_report_status(void)
+{
+    char *base;
+
+    if (!kernel_backend_in_use()) return;
+    base = host_alloc(16 * page, PROT_READ | PROT_WRITE, (writewatch_status[1]){ 0 });
+    base[page] = 1;
+    writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, ENOMEM, 0);
+    ok(writewatch_reset_write_watch(base, 16 * page) == WRITEWATCH_STATUS_NO_MEMORY, "reset did not fail\n");
+    ok(count_pages(base, 16) == 1, "a failed reset lost the page\n");
+    writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, ENOMEM, 0);
+    ok(writewatch_latch(base, 16 * page) == WRITEWATCH_STATUS_NO_MEMORY, "latch did not fail\n");
+    ok(writewatch_reset_write_watch(base, 16 * page) == 0, "reset failed\n");
+    ok(count_pages(base, 16) == 0, "reset left pages\n");
+    host_free(base, 16 * page);
+}
+
+/* A decommit that cannot re-register says so, and the range over-reports
+ * rather than misses writes. */
+static void test_failed_decommit_over_reports(void)
+{
+    writewatch_status status;
+    char *base;
+    uintptr_t count = 256;
+
+    if (!kernel_backend_in_use()) return;
+    base = host_alloc(16 * page, PROT_READ | PROT_WRITE, &status);
+    if (mmap(base, 4 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) return;
+    writewatch_inject_error(WRITEWATCH_OP_REGISTER, ENOMEM, 0);
+    ok(writewatch_decommit(base, 4 * page) == WRITEWATCH_STATUS_NO_MEMORY, "decommit did not fail\n");
+    status = get_watch(0, base, 16 * page, results, &count);
+    ok(status == WRITEWATCH_STATUS_UNSUCCESSFUL, "scan of an unregistered range gave %#x\n", (unsigned int)status);
+    count = 256;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, 16 * page, results, &count) == 0 && count == 4,
+       "after re-registering: %lu pages\n", (unsigned long)count);
+    ok(count_pages(base, 16) == 0, "reset left pages\n");
+    host_free(base, 16 * page);
+}
+
+/* Runs the suite's binary to initialise with op failing; returns what it
+ * printed: "backend: reason". */
+static void init_with_fault(enum writewatch_kernel_op op, int err, const char *backend, char *out, size_t size)
+{
+    char command[256];
+    FILE *pipe;
+
+    snprintf(command, sizeof(command), "/proc/%d/exe --init-fault %d %d %s 2>/dev/null", (int)getpid(), op, err,
+             backend);
+    out[0] = 0;
+    if (!(pipe = popen(command, "r"))) return;
+    if (!fgets(out, size, pipe)) out[0] = 0;
+    pclose(pipe);
+}
+
+/* Any failure of the kernel path at start-up chooses the fallback and says
+ * why; with WRITEWATCH_BACKEND=uffd it chooses nothing. */
+static void test_init_failures_choose_fallback(void)
+{
+    static const struct
+    {
+        enum writewatch_kernel_op op;
+        int err;
+        const char *reason;
+    } cases[] =
+    {
+        { WRITEWATCH_OP_USERFAULTFD, ENOSYS, "not built into this kernel" },
+        { WRITEWATCH_OP_USERFAULTFD, EPERM, "denied by the kernel's security policy" },
+        { WRITEWATCH_OP_USERFAULTFD, EINVAL, "older than 5.11" },
+        { WRITEWATCH_OP_USERFAULTFD, EMFILE, "out of file descriptors" },
+        { WRITEWATCH_OP_USERFAULTFD, ENFILE, "out of file descriptors" },
+        { WRITEWATCH_OP_OPEN_PAGEMAP, EMFILE, "/proc/self/pagemap" },
+        { WRITEWATCH_OP_OPEN_PAGEMAP, EACCES, "/proc/self/pagemap" },
+        { WRITEWATCH_OP_REGISTER, EINVAL, "UFFDIO_REGISTER" },
+        { WRITEWATCH_OP_WRITEPROTECT, ENOMEM, "UFFDIO_REGISTER/WRITEPROTECT" },
+        { WRITEWATCH_OP_PAGEMAP_SCAN, ENOTTY, "PAGEMAP_SCAN" },
+        { WRITEWATCH_OP_PAGEMAP_SCAN, EPERM, "PAGEMAP_SCAN" },
+    };
+    char out[256];
+    size_t i;
+
+    if (!kernel_backend_in_use()) return;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+    {
+        init_with_fault(cases[i].op, cases[i].err, "auto", out, sizeof(out));
+        ok(!strncmp(out, "mprotect: ", 10) && strstr(out, cases[i].reason), "case %zu: %s", i, out);
+        init_with_fault(cases[i].op, cases[i].err, "uffd", out, sizeof(out));
+        ok(!strncmp(out, "none: ", 6) && strstr(out, cases[i].reason), "forced, case %zu: %s", i, out);
+    }
+    init_with_fault(WRITEWATCH_OP_COUNT - 1, 0, "auto", out, sizeof(out));
+    ok(!strncmp(out, "uffd: ", 6), "without a fault: %s", out);
+}
+
+const struct test fault_tests[] =
+{
+    { "init_failures_choose_fallback", test_init_failures_choose_fallback },
+    { "refused_registration_falls_back", test_refused_registration_falls_back },
+    { "failed_scan_loses_nothing", test_failed_scan_loses_nothing },
+    { "failed_reset_and_latch_report_status", test_failed_reset_and_latch_report_status },
+    { "failed_decommit_over_reports", test_failed_decommit_over_reports },
+    { NULL, NULL }
+};
