@@ -26,13 +26,37 @@ WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
 size_t writewatch_page_size;
 
-static pthread_mutex_t writewatch_mutex = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
+/* Recursive: under the fallback, the module's own stores into a watched
+ * output array fault, and the host's handler calls back in. */
+static pthread_mutex_t writewatch_mutex;
+static pthread_once_t writewatch_mutex_once = PTHREAD_ONCE_INIT;
 static const struct backend *default_backend;
 static struct writewatch_info init_info;
 
 /* Sorted by base; allocations never overlap. */
 static struct allocation **allocations;
 static size_t allocation_count, allocation_capacity;
+
+static void init_mutex(void)
+{
+    pthread_mutexattr_t attr;
+
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&writewatch_mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
+static void lock(void)
+{
+    pthread_once(&writewatch_mutex_once, init_mutex);
+    pthread_mutex_lock(&writewatch_mutex);
+}
+
+static void unlock(void)
+{
+    pthread_mutex_unlock(&writewatch_mutex);
+}
 
 /* Addresses gathered per round when the core needs them for itself. */
 #define SCRATCH_ADDRESSES 256
@@ -85,10 +109,10 @@ enum writewatch_backend writewatch_init(void)
 {
     const char *request = getenv("WRITEWATCH_BACKEND");
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if (writewatch_page_size)
     {
-        pthread_mutex_unlock(&writewatch_mutex);
+        unlock();
         return init_info.backend;
     }
     writewatch_page_size = sysconf(_SC_PAGESIZE);
@@ -116,15 +140,15 @@ enum writewatch_backend writewatch_init(void)
         WARN("backend mprotect: %s\n", init_info.reason);
     else
         ERR("WRITEWATCH_BACKEND=uffd, but the kernel backend is unavailable: %s\n", init_info.reason);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return init_info.backend;
 }
 
 void writewatch_get_info(struct writewatch_info *info)
 {
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     *info = init_info;
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
 }
 
 /* Index of the first allocation whose end lies above addr. */
@@ -251,7 +275,7 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
     alloc->pages = size / writewatch_page_size;
     alloc->backend = default_backend;
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if (find_allocation(base) || find_allocation(end - 1) ||
         find_allocation_index(base) != find_allocation_index(end - 1))
     {
@@ -268,7 +292,7 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
         delete_allocation_at(find_allocation_index(base));
     else
         TRACE("%p-%p prot %#x backend %s\n", base, end, unix_prot, alloc->backend->name);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return status;
 }
 
@@ -276,7 +300,7 @@ void writewatch_remove_allocation(void *base)
 {
     size_t index;
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     index = find_allocation_index(base);
     if (index < allocation_count && allocations[index]->base == base)
     {
@@ -287,16 +311,16 @@ void writewatch_remove_allocation(void *base)
         delete_allocation_at(index);
     }
     else WARN("%p is not a watched allocation\n", base);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
 }
 
 int writewatch_is_watched(const void *addr)
 {
     int watched;
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     watched = find_allocation(addr) != NULL;
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return watched;
 }
 
@@ -341,7 +365,7 @@ static writewatch_status apply_host_change(enum host_change change, void *base, 
     TRACE("%d %p-%p prot %#x\n", change, start, end, unix_prot);
     if (!host_range_is_valid(base, size)) return status;
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if (!(alloc = find_allocation_for_range(start, end)))
         WARN("%p-%p is not inside one watched allocation\n", start, end);
     else if (change == HOST_PROTECT)
@@ -350,7 +374,7 @@ static writewatch_status apply_host_change(enum host_change change, void *base, 
         status = latch_written_pages(alloc, start, end);
     else
         status = alloc->backend->decommit(alloc, start, end);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return status;
 }
 
@@ -447,10 +471,10 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
 
     TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)*count);
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if ((alloc = find_allocation_for_range(start, end)))
         status = collect_pages(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, addresses, *count, &pos);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
 
     if (status) return status;
     *count = pos;
@@ -469,7 +493,7 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
 
     TRACE("%p-%p\n", start, end);
 
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if ((alloc = find_allocation_for_range(start, end)))
     {
         status = alloc->backend->reset(alloc, start, end);
@@ -480,7 +504,7 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
             for (index = page_index(alloc, start); index < last; index++) bitmap_clear(alloc->latched, index);
         }
     }
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return status;
 }
 
@@ -491,10 +515,10 @@ int writewatch_handle_fault(void *addr)
     int handled = 0;
 
     if (!writewatch_page_size) return 0;
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     if ((alloc = find_allocation(page)) && alloc->backend->handle_fault)
         handled = alloc->backend->handle_fault(alloc, page);
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
     return handled;
 }
 
@@ -505,7 +529,7 @@ void writewatch_prepare_buffer(void *base, size_t size)
     size_t index;
 
     if (!writewatch_page_size || !round_range(base, size, &start, &end)) return;
-    pthread_mutex_lock(&writewatch_mutex);
+    lock();
     for (index = find_allocation_index(start); index < allocation_count; index++)
     {
         struct allocation *alloc = allocations[index];
@@ -516,5 +540,5 @@ void writewatch_prepare_buffer(void *base, size_t size)
             alloc->backend->prepare_buffer(alloc, start > alloc->base ? start : alloc->base,
                                        end < alloc_end ? end : alloc_end);
     }
-    pthread_mutex_unlock(&writewatch_mutex);
+    unlock();
 }
