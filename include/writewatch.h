@@ -28,9 +28,14 @@
  *                                   write fault: nonzero when it was a
  *                                   write-watch fault the module resolved.
  *   writewatch_prepare_buffer()     before a system call writes into user
- *                                   memory (read(2), recv(2)...): marks the
- *                                   buffer written like Windows' probe for
- *                                   write, so the kernel can fill it.
+ *                                   memory (read(2), recv(2)...) when it
+ *                                   failed with EFAULT: lets the kernel write
+ *                                   the buffer's watched pages;
+ *   writewatch_complete_buffer()    after it: marks the pages of the bytes
+ *                                   written and protects the others again.
+ *                                   Both do nothing on the kernel backend,
+ *                                   where such calls never fail: the kernel
+ *                                   records what it writes.
  *
  * All entries are thread-safe.  Addresses and sizes passed by the host are
  * page aligned, except for the two Nt entries, which take the caller's values
@@ -96,5 +101,6 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size);
 
 int writewatch_handle_fault(void *addr);
 void writewatch_prepare_buffer(void *base, size_t size);
+void writewatch_complete_buffer(void *base, size_t size, size_t written);
 
 #endif /* WRITEWATCH_H */

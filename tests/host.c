@@ -105,7 +105,9 @@ ssize_t host_read(int fd, void *buffer, size_t size)
 
     if (ret >= 0 || errno != EFAULT) return ret;
     writewatch_prepare_buffer(buffer, size);
-    return read(fd, buffer, size);
+    ret = read(fd, buffer, size);
+    writewatch_complete_buffer(buffer, size, ret > 0 ? ret : 0);
+    return ret;
 }
 
 int host_faults(void (*fn)(void *), void *arg)

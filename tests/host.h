@@ -27,8 +27,8 @@ void host_protect(char *base, size_t size, int prot);
 void host_decommit(char *base, size_t size);
 void host_free(char *base, size_t size);
 
-/* read(2) into a buffer as Wine does: a buffer the kernel cannot write
- * is prepared by the module and the read retried. */
+/* read(2) into a buffer as Wine does: when the kernel cannot write the
+ * buffer, the module lends it write access and marks what was read. */
 ssize_t host_read(int fd, void *buffer, size_t size);
 
 /* Runs fn(arg) and returns 1 when it raised an access violation (a fault the

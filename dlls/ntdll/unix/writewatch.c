@@ -522,23 +522,38 @@ int writewatch_handle_fault(void *addr)
     return handled;
 }
 
-/* Marks the watched pages of a buffer that a system call will write. */
-void writewatch_prepare_buffer(void *base, size_t size)
+/* Calls prepare_buffer or complete_buffer on each allocation that a buffer
+ * of a system call overlaps. */
+static void apply_to_buffer(void *base, size_t size, size_t written, int complete)
 {
-    char *start, *end;
+    char *start, *end, *written_end;
     size_t index;
 
     if (!writewatch_page_size || !round_range(base, size, &start, &end)) return;
+    written_end = (char *)base + (written < size ? written : size);
     lock();
     for (index = find_allocation_index(start); index < allocation_count; index++)
     {
         struct allocation *alloc = allocations[index];
-        char *alloc_end = alloc->base + alloc->size;
+        char *first = start > alloc->base ? start : alloc->base;
+        char *last = end < alloc->base + alloc->size ? end : alloc->base + alloc->size;
 
         if (alloc->base >= end) break;
-        if (alloc->backend->prepare_buffer)
-            alloc->backend->prepare_buffer(alloc, start > alloc->base ? start : alloc->base,
-                                       end < alloc_end ? end : alloc_end);
+        if (!complete && alloc->backend->prepare_buffer) alloc->backend->prepare_buffer(alloc, first, last);
+        if (complete && alloc->backend->complete_buffer)
+            alloc->backend->complete_buffer(alloc, first, last, written_end < last ? written_end : last);
     }
     unlock();
+}
+
+void writewatch_prepare_buffer(void *base, size_t size)
+{
+    TRACE("%p-%p\n", base, (char *)base + size);
+    apply_to_buffer(base, size, 0, 0);
+}
+
+void writewatch_complete_buffer(void *base, size_t size, size_t written)
+{
+    TRACE("%p-%p written %lu\n", base, (char *)base + size, (unsigned long)written);
+    apply_to_buffer(base, size, written, 1);
 }

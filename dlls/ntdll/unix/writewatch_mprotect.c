@@ -29,9 +29,10 @@ static char *page_address(const struct allocation *alloc, size_t index)
     return alloc->base + index * writewatch_page_size;
 }
 
-static int effective_prot(const struct allocation *alloc, size_t index)
+/* Clean pages are read-only, unless lent to a system call. */
+static int effective_prot(const struct allocation *alloc, size_t index, int lend)
 {
-    if (bitmap_test(alloc->written, index)) return alloc->prot[index];
+    if (lend || bitmap_test(alloc->written, index)) return alloc->prot[index];
     return alloc->prot[index] & ~PROT_WRITE;
 }
 
@@ -45,16 +46,16 @@ static writewatch_status protect_pages(const struct allocation *alloc, size_t fi
 }
 
 /* Applies every page's effective protection, one mprotect per run. */
-static writewatch_status apply_protection(const struct allocation *alloc, size_t first, size_t last)
+static writewatch_status apply_protection(const struct allocation *alloc, size_t first, size_t last, int lend)
 {
     writewatch_status status;
 
     while (first < last)
     {
-        int prot = effective_prot(alloc, first);
+        int prot = effective_prot(alloc, first, lend);
         size_t end = first + 1;
 
-        while (end < last && effective_prot(alloc, end) == prot) end++;
+        while (end < last && effective_prot(alloc, end, lend) == prot) end++;
         if ((status = protect_pages(alloc, first, end, prot))) return status;
         first = end;
     }
@@ -107,7 +108,7 @@ static writewatch_status mprotect_add(struct allocation *alloc, int unix_prot)
     if (!alloc->written || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
     memset(alloc->prot, unix_prot, alloc->pages);
     if (!(unix_prot & PROT_WRITE)) return WRITEWATCH_STATUS_SUCCESS;
-    if (!(status = apply_protection(alloc, 0, alloc->pages))) return status;
+    if (!(status = apply_protection(alloc, 0, alloc->pages, 0))) return status;
     /* leave the memory as the host mapped it */
     mprotect(alloc->base, alloc->size, unix_prot);
     return status;
@@ -118,7 +119,7 @@ static writewatch_status mprotect_set_protection(struct allocation *alloc, char 
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
 
     memset(alloc->prot + first, unix_prot, last - first);
-    return apply_protection(alloc, first, last);
+    return apply_protection(alloc, first, last, 0);
 }
 
 /* The host mapped fresh inaccessible pages: nothing on them is written. */
@@ -165,9 +166,20 @@ static int mprotect_handle_fault(struct allocation *alloc, char *page)
     return !change_written_state(alloc, index, index + 1, 1);
 }
 
+/* Writes by other threads to the lent pages go unseen until the call
+ * completes, as with Wine 8.0's own fallback. */
 static void mprotect_prepare_buffer(struct allocation *alloc, char *start, char *end)
 {
-    change_written_state(alloc, page_index(alloc, start), page_index(alloc, end), 1);
+    apply_protection(alloc, page_index(alloc, start), page_index(alloc, end), 1);
+}
+
+static void mprotect_complete_buffer(struct allocation *alloc, char *start, char *end, char *written_end)
+{
+    size_t index, first = page_index(alloc, start), written = page_index(alloc, written_end + writewatch_page_size - 1);
+
+    for (index = first; index < written; index++)
+        if (alloc->prot[index] & PROT_WRITE) bitmap_set(alloc->written, index);
+    apply_protection(alloc, first, page_index(alloc, end), 0);
 }
 
 const struct backend mprotect_backend =
@@ -182,4 +194,5 @@ const struct backend mprotect_backend =
     NULL, /* the core frees the bitmaps */
     mprotect_handle_fault,
     mprotect_prepare_buffer,
+    mprotect_complete_buffer,
 };

@@ -81,7 +81,7 @@ struct allocation
 
 /* A backend tracks which pages of an allocation were written.  Ranges are
  * page aligned and inside the allocation; the core holds its lock.  The last
- * three operations may be NULL when a backend has nothing to do there. */
+ * four operations may be NULL when a backend has nothing to do there. */
 struct backend
 {
     const char *name;
@@ -99,7 +99,10 @@ struct backend
     writewatch_status (*reset)(struct allocation *alloc, char *start, char *end);
     void (*remove)(struct allocation *alloc);
     int (*handle_fault)(struct allocation *alloc, char *page);
+    /* lend write access to [start, end) for a system call */
     void (*prepare_buffer)(struct allocation *alloc, char *start, char *end);
+    /* the call wrote [start, written_end): mark it, take back the rest */
+    void (*complete_buffer)(struct allocation *alloc, char *start, char *end, char *written_end);
 };
 
 extern size_t writewatch_page_size;

@@ -244,6 +244,7 @@ const struct backend uffd_backend =
     NULL, /* the host unmapped the allocation, and the registration went with it */
     NULL, /* writes never fault: the kernel records them */
     NULL, /* the kernel records what it writes on the program's behalf */
+    NULL,
 };
 
 static int seccomp_filter_active(void)

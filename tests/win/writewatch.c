@@ -1,0 +1,382 @@
+/*
+ * The write-watch API as Windows programs see it, through kernel32.
+ * Built with mingw-w64 and run under Wine (tools/run-wine).
+ *
+ *   writewatch.exe [TEST...]    runs every test, or the named ones;
+ *                               ends with "N passed, N failed"
+ */
+
+#include <windows.h>
+#include <stdio.h>
+#include <string.h>
+
+#define PAGE 4096
+
+static unsigned int passed, failed;
+static const char *current_test;
+
+#define ok(condition, ...) ok_(__LINE__, (condition), __VA_ARGS__)
+
+static void __attribute__((format(printf, 3, 4))) ok_(int line, int condition, const char *format, ...)
+{
+    va_list args;
+
+    if (condition)
+    {
+        InterlockedIncrement((LONG *)&passed);
+        return;
+    }
+    InterlockedIncrement((LONG *)&failed);
+    printf("writewatch.c:%d: %s: test failed: ", line, current_test);
+    va_start(args, format);
+    vprintf(format, args);
+    va_end(args);
+}
+
+static void *results[8192];
+
+static char *alloc_watched(SIZE_T size, DWORD type, DWORD protect)
+{
+    char *base = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_WRITE_WATCH | type, protect);
+
+    ok(base != NULL, "VirtualAlloc failed: %lu\n", GetLastError());
+    return base;
+}
+
+/* Checks that GetWriteWatch returns exactly the listed pages. */
+#define expect_pages(flags, base, pages, room, ...) \
+    expect_pages_(__LINE__, flags, base, pages, room, (const int[]){ __VA_ARGS__, -1 })
+#define NONE -1
+
+static void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR room, const int *expected)
+{
+    ULONG_PTR count = room, n = 0, i;
+    ULONG granularity = 0;
+    UINT ret;
+
+    while (expected[n] >= 0) n++;
+    ret = GetWriteWatch(flags, base, pages * PAGE, results, &count, &granularity);
+    ok_(line, ret == 0, "GetWriteWatch failed: %lu\n", GetLastError());
+    ok_(line, granularity == PAGE, "granularity %lu\n", granularity);
+    ok_(line, count == n, "count %Iu, expected %Iu\n", count, n);
+    for (i = 0; i < count && i < n; i++)
+        ok_(line, results[i] == base + expected[i] * PAGE, "entry %Iu is page %Id, expected %d\n", i,
+            ((char *)results[i] - base) / PAGE, expected[i]);
+}
+
+static void test_allocation(void)
+{
+    MEMORY_BASIC_INFORMATION info;
+    char *base;
+
+    base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    expect_pages(0, base, 16, 64, NONE);
+    SetLastError(0xdeadbeef);
+    ok(!VirtualAlloc(base, 16 * PAGE, MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE), "watch without reserve\n");
+    ok(GetLastError() == ERROR_INVALID_PARAMETER, "error %lu\n", GetLastError());
+    ok(VirtualQuery(base, &info, sizeof(info)) == sizeof(info), "VirtualQuery\n");
+    ok(info.State == MEM_COMMIT && info.Type == MEM_PRIVATE && info.Protect == PAGE_READWRITE &&
+       info.AllocationProtect == PAGE_READWRITE && info.RegionSize == 16 * PAGE,
+       "state %lx type %lx protect %lx size %Iu\n", info.State, info.Type, info.Protect, info.RegionSize);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+static void test_writes_and_order(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    volatile char sum = 0;
+    int i;
+
+    base[9 * PAGE] = 1;
+    base[2 * PAGE + 100] = 1;
+    memcpy(base + 5 * PAGE - 3, "abcdefgh", 8);
+    for (i = 0; i < 16; i++) sum += base[i * PAGE + 1];
+    expect_pages(0, base, 16, 64, 2, 4, 5, 9);
+    expect_pages(WRITE_WATCH_FLAG_RESET, base, 16, 2, 2, 4);
+    expect_pages(0, base, 16, 64, 5, 9);
+    ok(!ResetWriteWatch(base, 16 * PAGE), "ResetWriteWatch failed\n");
+    expect_pages(0, base, 16, 64, NONE);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+static void test_errors(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    ULONG_PTR count = 64;
+    ULONG granularity;
+    char stack[16];
+
+#define EXPECT_ERROR(call, error) \
+    do { SetLastError(0xdeadbeef); ok((call) == (UINT)-1 && GetLastError() == (error), \
+         #call ": error %lu\n", GetLastError()); } while (0)
+
+    base[0] = 1;
+    EXPECT_ERROR(GetWriteWatch(0, base, PAGE, results, NULL, &granularity), ERROR_NOACCESS);
+    EXPECT_ERROR(GetWriteWatch(0, base, PAGE, results, &count, NULL), ERROR_NOACCESS);
+    count = 0;
+    EXPECT_ERROR(GetWriteWatch(0, base, PAGE, NULL, &count, &granularity), ERROR_INVALID_PARAMETER);
+    count = 64;
+    EXPECT_ERROR(GetWriteWatch(0, base, 0, results, &count, &granularity), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(GetWriteWatch(2, base, PAGE, results, &count, &granularity), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(GetWriteWatch(0, base, PAGE, NULL, &count, &granularity), ERROR_NOACCESS);
+    EXPECT_ERROR(GetWriteWatch(0, base, 32 * PAGE, results, &count, &granularity), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(GetWriteWatch(0, base, 16 * PAGE + 1, results, &count, &granularity), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(GetWriteWatch(0, stack, sizeof(stack), results, &count, &granularity), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(GetWriteWatch(0, GetModuleHandleA(NULL), PAGE, results, &count, &granularity),
+                 ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(ResetWriteWatch(base, 0), ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(ResetWriteWatch(stack, 1), ERROR_INVALID_PARAMETER);
+    ok(count == 64, "a failed call changed the count\n");
+    expect_pages(0, base, 16, 64, 0);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* Protection changes are not writes, and latch what was written. */
+static void test_protect_and_decommit(void)
+{
+    char *base = alloc_watched(16 * PAGE, 0, PAGE_NOACCESS);
+    MEMORY_BASIC_INFORMATION info;
+    DWORD old;
+
+    expect_pages(0, base, 16, 64, NONE);
+    ok(!ResetWriteWatch(base, 16 * PAGE), "reset of reserved pages\n");
+    ok(VirtualAlloc(base, 16 * PAGE, MEM_COMMIT, PAGE_NOACCESS) == base, "commit\n");
+    ok(VirtualProtect(base, 6 * PAGE, PAGE_READWRITE, &old), "protect\n");
+    base[5 * PAGE] = 1;
+    ok(VirtualProtect(base, 6 * PAGE, PAGE_NOACCESS, &old), "protect\n");
+    expect_pages(0, base, 16, 64, 5);
+    ok(!ResetWriteWatch(base, 16 * PAGE), "reset\n");
+    expect_pages(0, base, 16, 64, NONE);
+
+    ok(VirtualProtect(base, 16 * PAGE, PAGE_READWRITE, &old), "protect\n");
+    base[2 * PAGE] = 1;
+    ok(VirtualProtect(base, 16 * PAGE, PAGE_READONLY, &old), "protect\n");
+    ok(VirtualQuery(base, &info, sizeof(info)) && info.Protect == PAGE_READONLY && info.RegionSize == 16 * PAGE,
+       "protect %lx size %Iu\n", info.Protect, info.RegionSize);
+    ok(VirtualProtect(base, 16 * PAGE, PAGE_READWRITE, &old), "protect\n");
+    expect_pages(0, base, 16, 64, 2);
+    ok(!ResetWriteWatch(base, 16 * PAGE), "reset\n");
+
+    /* written and latched before the decommit: reported; written after: not */
+    base[3 * PAGE] = 1;
+    ok(VirtualProtect(base, 6 * PAGE, PAGE_READWRITE, &old), "protect\n");
+    base[5 * PAGE] = 1;
+    expect_pages(0, base, 16, 64, 3, 5);
+    ok(VirtualFree(base, 16 * PAGE, MEM_DECOMMIT), "decommit\n");
+    expect_pages(0, base, 16, 64, 3);
+    ok(VirtualAlloc(base, 16 * PAGE, MEM_COMMIT, PAGE_READWRITE) == base, "recommit\n");
+    ok(base[3 * PAGE] == 0, "recommitted memory is not zero\n");
+    expect_pages(0, base, 16, 64, 3);
+    base[4 * PAGE] = base[2 * PAGE] = base[6 * PAGE] = 1;
+    expect_pages(WRITE_WATCH_FLAG_RESET, base, 16, 64, 2, 3, 4, 6);
+    expect_pages(0, base, 16, 64, NONE);
+    VirtualFree(base, 0, MEM_RELEASE);
+    expect_pages(0, base, 16, 64, NONE);
+}
+
+static LONG guard_hits;
+
+static LONG CALLBACK guard_handler(EXCEPTION_POINTERS *pointers)
+{
+    if (pointers->ExceptionRecord->ExceptionCode != STATUS_GUARD_PAGE_VIOLATION) return EXCEPTION_CONTINUE_SEARCH;
+    InterlockedIncrement(&guard_hits);
+    return EXCEPTION_CONTINUE_EXECUTION;
+}
+
+static void test_guard_page(void)
+{
+    char *base = alloc_watched(4 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    void *handler = AddVectoredExceptionHandler(TRUE, guard_handler);
+    DWORD old;
+
+    ok(VirtualProtect(base, 4 * PAGE, PAGE_READWRITE | PAGE_GUARD, &old), "VirtualProtect\n");
+
+    guard_hits = 0;
+    *(volatile char *)(base + PAGE) = 1;
+    ok(guard_hits == 1, "%ld guard page violations\n", guard_hits);
+    ok(base[PAGE] == 1, "the write did not complete\n");
+    expect_pages(0, base, 4, 64, 1);
+    RemoveVectoredExceptionHandler(handler);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* Synchronous reads mark the whole buffer, as Windows' probe does. */
+static void test_read_file(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE), path[MAX_PATH], dir[MAX_PATH];
+    static char data[2 * PAGE + 3];
+    DWORD done;
+    HANDLE file;
+
+    GetTempPathA(sizeof(dir), dir);
+    GetTempFileNameA(dir, "ww", 0, path);
+    file = CreateFileA(path, GENERIC_READ | GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, FILE_FLAG_DELETE_ON_CLOSE, NULL);
+    ok(file != INVALID_HANDLE_VALUE, "CreateFile %lu\n", GetLastError());
+    memset(data, 'x', sizeof(data));
+    ok(WriteFile(file, data, sizeof(data), &done, NULL) && done == sizeof(data), "WriteFile\n");
+    SetFilePointer(file, 0, NULL, FILE_BEGIN);
+
+    ok(ReadFile(file, base, 16 * PAGE, &done, NULL) && done == sizeof(data), "ReadFile read %lu\n", done);
+    ok(base[2 * PAGE + 2] == 'x', "data did not arrive\n");
+    expect_pages(WRITE_WATCH_FLAG_RESET, base, 16, 64, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    ok(!ReadFile(INVALID_HANDLE_VALUE, base, 16 * PAGE, &done, NULL), "read of an invalid handle\n");
+    expect_pages(0, base, 16, 64, NONE);
+    CloseHandle(file);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* A pending pipe read marks the buffer; the data arriving later marks at
+ * least the pages it lands in. */
+static void test_read_pipe(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    HANDLE reader, writer;
+    DWORD done;
+    ULONG_PTR count = 64;
+    ULONG granularity;
+
+    ok(CreatePipe(&reader, &writer, NULL, 0), "CreatePipe\n");
+    ok(WriteFile(writer, "hello", 5, &done, NULL), "WriteFile\n");
+    ok(ReadFile(reader, base + 7 * PAGE + 10, 5, &done, NULL) && done == 5, "ReadFile\n");
+    ok(!GetWriteWatch(WRITE_WATCH_FLAG_RESET, base, 16 * PAGE, results, &count, &granularity), "GetWriteWatch\n");
+    ok(count == 1 && results[0] == base + 7 * PAGE, "got %Iu pages\n", count);
+    CloseHandle(reader);
+    CloseHandle(writer);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* Sparse writes over 1 GiB: one page in two.  Tracking that splits a
+ * mapping per written run (Wine 8.0) exceeds vm.max_map_count here. */
+static void test_sparse_1gib(void)
+{
+    SIZE_T size = (SIZE_T)1 << 30, pages = size / PAGE, i, total = 0, wrong = 0;
+    char *base = alloc_watched(size, MEM_COMMIT, PAGE_READWRITE);
+    DWORD start = GetTickCount();
+
+    if (!base) return;
+    for (i = 0; i < pages; i += 2) base[i * PAGE] = 1;
+    for (;;)
+    {
+        ULONG_PTR count = 8192, j;
+        ULONG granularity;
+
+        if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, base, size, results, &count, &granularity))
+        {
+            ok(0, "GetWriteWatch failed: %lu\n", GetLastError());
+            break;
+        }
+        for (j = 0; j < count; j++) wrong += results[j] != base + (total + j) * 2 * PAGE;
+        total += count;
+        if (count < 8192) break;
+    }
+    ok(total == pages / 2, "%Iu pages reported, expected %Iu\n", total, pages / 2);
+    ok(!wrong, "%Iu pages out of place\n", wrong);
+    printf("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
+           GetTickCount() - start);
+    expect_pages(0, base, pages, 64, NONE);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+#define STRESS_PAGES 512
+#define STRESS_WRITERS 3
+#define STRESS_CALLS 20000
+
+static char *stress_base;
+static volatile LONG stop_writers;
+static LONG64 final_stamp[STRESS_PAGES], last_seen[STRESS_PAGES];
+
+static DWORD WINAPI stress_writer(void *arg)
+{
+    int id = (int)(INT_PTR)arg;
+    unsigned int seed = id * 7919 + 1;
+
+    while (!stop_writers)
+    {
+        int index;
+
+        seed = seed * 1103515245 + 12345;
+        index = (seed >> 8) % STRESS_PAGES;
+        if (index % STRESS_WRITERS != id || index % 8 == 7) continue;
+        InterlockedExchange64((LONG64 *)(stress_base + index * PAGE), ++final_stamp[index]);
+    }
+    return 0;
+}
+
+static ULONG_PTR stress_collect(unsigned long *false_reports)
+{
+    ULONG_PTR count = 16, i;
+    ULONG granularity;
+
+    if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, stress_base, STRESS_PAGES * PAGE, results, &count, &granularity))
+        return 0;
+    for (i = 0; i < count; i++)
+    {
+        int index = ((char *)results[i] - stress_base) / PAGE;
+
+        if (index % 8 == 7) (*false_reports)++;
+        else last_seen[index] = InterlockedCompareExchange64((LONG64 *)(stress_base + index * PAGE), 0, 0);
+    }
+    return count;
+}
+
+/* Writers stamp pages while a collector resets with a short array: every
+ * last stamp is seen, and pages nobody writes are never reported. */
+static void test_threads_lose_no_write(void)
+{
+    HANDLE threads[STRESS_WRITERS];
+    unsigned long false_reports = 0, lost = 0, call;
+    int i;
+
+    stress_base = alloc_watched(STRESS_PAGES * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    stop_writers = 0;
+    for (i = 0; i < STRESS_WRITERS; i++) threads[i] = CreateThread(NULL, 0, stress_writer, (void *)(INT_PTR)i, 0, NULL);
+    for (call = 0; call < STRESS_CALLS; call++) stress_collect(&false_reports);
+    stop_writers = 1;
+    WaitForMultipleObjects(STRESS_WRITERS, threads, TRUE, INFINITE);
+    while (stress_collect(&false_reports) == 16);
+    for (i = 0; i < STRESS_PAGES; i++) lost += last_seen[i] != final_stamp[i];
+    printf("threads: %d collector calls, %d writers: %lu lost, %lu false\n", STRESS_CALLS, STRESS_WRITERS, lost,
+           false_reports);
+    ok(!lost, "%lu pages lost a write\n", lost);
+    ok(!false_reports, "%lu false reports\n", false_reports);
+    for (i = 0; i < STRESS_WRITERS; i++) CloseHandle(threads[i]);
+    VirtualFree(stress_base, 0, MEM_RELEASE);
+}
+
+static const struct
+{
+    const char *name;
+    void (*run)(void);
+} tests[] =
+{
+    { "allocation", test_allocation },
+    { "writes_and_order", test_writes_and_order },
+    { "errors", test_errors },
+    { "protect_and_decommit", test_protect_and_decommit },
+    { "guard_page", test_guard_page },
+    { "read_file", test_read_file },
+    { "read_pipe", test_read_pipe },
+    { "sparse_1gib", test_sparse_1gib },
+    { "threads_lose_no_write", test_threads_lose_no_write },
+};
+
+int main(int argc, char **argv)
+{
+    unsigned int i;
+    int j;
+
+    setvbuf(stdout, NULL, _IONBF, 0);
+    for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+    {
+        unsigned int before = failed;
+        int selected = argc < 2;
+
+        for (j = 1; j < argc; j++) selected |= !strcmp(argv[j], tests[i].name);
+        if (!selected) continue;
+        current_test = tests[i].name;
+        tests[i].run();
+        printf("%-28s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
+    }
+    printf("%u passed, %u failed\n", passed, failed);
+    return failed != 0;
+}
