@@ -72,7 +72,7 @@ static void test_allocation(void)
     base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
     expect_pages(0, base, 16, 64, NONE);
     SetLastError(0xdeadbeef);
-    ok(!VirtualAlloc(base, 16 * PAGE, MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE), "watch without reserve\n");
+    ok(!VirtualAlloc(NULL, 16 * PAGE, MEM_WRITE_WATCH, PAGE_READWRITE), "watch without reserve\n");
     ok(GetLastError() == ERROR_INVALID_PARAMETER, "error %lu\n", GetLastError());
     ok(VirtualQuery(base, &info, sizeof(info)) == sizeof(info), "VirtualQuery\n");
     ok(info.State == MEM_COMMIT && info.Type == MEM_PRIVATE && info.Protect == PAGE_READWRITE &&
@@ -136,6 +136,8 @@ static void test_protect_and_decommit(void)
 {
     char *base = alloc_watched(16 * PAGE, 0, PAGE_NOACCESS);
     MEMORY_BASIC_INFORMATION info;
+    ULONG_PTR count;
+    ULONG granularity;
     DWORD old;
 
     expect_pages(0, base, 16, 64, NONE);
@@ -171,10 +173,13 @@ static void test_protect_and_decommit(void)
     expect_pages(WRITE_WATCH_FLAG_RESET, base, 16, 64, 2, 3, 4, 6);
     expect_pages(0, base, 16, 64, NONE);
     VirtualFree(base, 0, MEM_RELEASE);
-    expect_pages(0, base, 16, 64, NONE);
+    count = 64;
+    SetLastError(0xdeadbeef);
+    ok(GetWriteWatch(0, base, 16 * PAGE, results, &count, &granularity) == (UINT)-1 &&
+       GetLastError() == ERROR_INVALID_PARAMETER, "a released range is still watched\n");
 }
 
-static LONG guard_hits;
+static volatile LONG guard_hits;
 
 static LONG CALLBACK guard_handler(EXCEPTION_POINTERS *pointers)
 {
@@ -314,7 +319,8 @@ static ULONG_PTR stress_collect(unsigned long *false_reports)
         int index = ((char *)results[i] - stress_base) / PAGE;
 
         if (index % 8 == 7) (*false_reports)++;
-        else last_seen[index] = InterlockedCompareExchange64((LONG64 *)(stress_base + index * PAGE), 0, 0);
+        /* a plain load: a locked compare-exchange would write the page */
+        else last_seen[index] = *(volatile LONG64 *)(stress_base + index * PAGE);
     }
     return count;
 }

@@ -71,39 +71,6 @@ const char *writewatch_backend_name(enum writewatch_backend backend)
     }
 }
 
-/* Kernel failures are the module's, never the caller's bad parameters. */
-writewatch_status status_from_errno(int err)
-{
-    switch (err)
-    {
-    case 0: return WRITEWATCH_STATUS_SUCCESS;
-    case ENOMEM: return WRITEWATCH_STATUS_NO_MEMORY;
-    case ENOSYS:
-    case ENOTTY: return WRITEWATCH_STATUS_NOT_SUPPORTED;
-    default: return WRITEWATCH_STATUS_UNSUCCESSFUL;
-    }
-}
-
-size_t page_index(const struct allocation *alloc, const char *addr)
-{
-    return (size_t)(addr - alloc->base) / writewatch_page_size;
-}
-
-int bitmap_test(const uint8_t *bitmap, size_t index)
-{
-    return (bitmap[index / 8] >> (index % 8)) & 1;
-}
-
-void bitmap_set(uint8_t *bitmap, size_t index)
-{
-    bitmap[index / 8] |= 1 << (index % 8);
-}
-
-void bitmap_clear(uint8_t *bitmap, size_t index)
-{
-    bitmap[index / 8] &= ~(1 << (index % 8));
-}
-
 /* Chooses the backend once; WRITEWATCH_BACKEND forces one. */
 enum writewatch_backend writewatch_init(void)
 {
@@ -125,13 +92,13 @@ enum writewatch_backend writewatch_init(void)
 
     if (!strcmp(request, "mprotect"))
     {
-        default_backend = &mprotect_backend;
+        default_backend = &writewatch_mprotect_backend;
         snprintf(init_info.reason, sizeof(init_info.reason), "forced by WRITEWATCH_BACKEND=mprotect");
     }
-    else if (uffd_backend_init(&init_info))
-        default_backend = &uffd_backend;
+    else if (writewatch_uffd_init(&init_info))
+        default_backend = &writewatch_uffd_backend;
     else if (strcmp(request, "uffd"))
-        default_backend = &mprotect_backend;
+        default_backend = &writewatch_mprotect_backend;
 
     init_info.backend = default_backend ? default_backend->id : WRITEWATCH_BACKEND_NONE;
     if (init_info.backend == WRITEWATCH_BACKEND_UFFD)
@@ -247,11 +214,11 @@ static writewatch_status start_tracking(struct allocation *alloc, int unix_prot)
 {
     writewatch_status status = default_backend->add(alloc, unix_prot);
 
-    if (status == WRITEWATCH_STATUS_SUCCESS || default_backend == &mprotect_backend) return status;
+    if (status == WRITEWATCH_STATUS_SUCCESS || default_backend == &writewatch_mprotect_backend) return status;
     WARN("%s backend refused %p-%p (%#x), using the mprotect backend for it\n", default_backend->name,
          alloc->base, alloc->base + alloc->size, (unsigned int)status);
-    alloc->backend = &mprotect_backend;
-    return mprotect_backend.add(alloc, unix_prot);
+    alloc->backend = &writewatch_mprotect_backend;
+    return writewatch_mprotect_backend.add(alloc, unix_prot);
 }
 
 static void delete_allocation_at(size_t index)

@@ -182,7 +182,7 @@ static void mprotect_complete_buffer(struct allocation *alloc, char *start, char
     apply_protection(alloc, first, page_index(alloc, end), 0);
 }
 
-const struct backend mprotect_backend =
+const struct backend writewatch_mprotect_backend =
 {
     "mprotect",
     WRITEWATCH_BACKEND_MPROTECT,

@@ -5,6 +5,7 @@
 #ifndef WRITEWATCH_PRIVATE_H
 #define WRITEWATCH_PRIVATE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "writewatch.h"
@@ -109,17 +110,44 @@ extern size_t writewatch_page_size;
 
 /* Kernel backend.  uffd_backend_init() fills info and returns nonzero when
  * userfaultfd WP-async and PAGEMAP_SCAN both work. */
-extern const struct backend uffd_backend;
-int uffd_backend_init(struct writewatch_info *info);
+extern const struct backend writewatch_uffd_backend;
+int writewatch_uffd_init(struct writewatch_info *info);
 
 /* Fallback backend: clean pages lose PROT_WRITE, the host reports faults. */
-extern const struct backend mprotect_backend;
+extern const struct backend writewatch_mprotect_backend;
 
-size_t page_index(const struct allocation *alloc, const char *addr);
-int bitmap_test(const uint8_t *bitmap, size_t index);
-void bitmap_set(uint8_t *bitmap, size_t index);
-void bitmap_clear(uint8_t *bitmap, size_t index);
-writewatch_status status_from_errno(int err);
+static inline size_t page_index(const struct allocation *alloc, const char *addr)
+{
+    return (size_t)(addr - alloc->base) / writewatch_page_size;
+}
+
+static inline int bitmap_test(const uint8_t *bitmap, size_t index)
+{
+    return (bitmap[index / 8] >> (index % 8)) & 1;
+}
+
+static inline void bitmap_set(uint8_t *bitmap, size_t index)
+{
+    bitmap[index / 8] |= 1 << (index % 8);
+}
+
+static inline void bitmap_clear(uint8_t *bitmap, size_t index)
+{
+    bitmap[index / 8] &= ~(1 << (index % 8));
+}
+
+/* Kernel failures are the module's, never the caller's bad parameters. */
+static inline writewatch_status status_from_errno(int err)
+{
+    switch (err)
+    {
+    case 0: return WRITEWATCH_STATUS_SUCCESS;
+    case ENOMEM: return WRITEWATCH_STATUS_NO_MEMORY;
+    case ENOSYS:
+    case ENOTTY: return WRITEWATCH_STATUS_NOT_SUPPORTED;
+    default: return WRITEWATCH_STATUS_UNSUCCESSFUL;
+    }
+}
 
 #ifdef WRITEWATCH_FAULT_INJECTION
 /* Test seam: make a kernel operation fail with err once, after it has

@@ -232,7 +232,7 @@ static writewatch_status uffd_reset(struct allocation *alloc, char *start, char 
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-const struct backend uffd_backend =
+const struct backend writewatch_uffd_backend =
 {
     "uffd",
     WRITEWATCH_BACKEND_UFFD,
@@ -357,7 +357,7 @@ done:
     return err;
 }
 
-int uffd_backend_init(struct writewatch_info *info)
+int writewatch_uffd_init(struct writewatch_info *info)
 {
     if ((uffd_fd = open_wp_async_userfaultfd(info)) < 0) return 0;
     if ((pagemap_fd = open_pagemap()) < 0)
