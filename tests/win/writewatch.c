@@ -331,18 +331,21 @@ static void test_threads_lose_no_write(void)
 {
     HANDLE threads[STRESS_WRITERS];
     unsigned long false_reports = 0, lost = 0, call;
+    DWORD start, elapsed;
     int i;
 
     stress_base = alloc_watched(STRESS_PAGES * PAGE, MEM_COMMIT, PAGE_READWRITE);
     stop_writers = 0;
     for (i = 0; i < STRESS_WRITERS; i++) threads[i] = CreateThread(NULL, 0, stress_writer, (void *)(INT_PTR)i, 0, NULL);
+    start = GetTickCount();
     for (call = 0; call < STRESS_CALLS; call++) stress_collect(&false_reports);
+    elapsed = GetTickCount() - start;
     stop_writers = 1;
     WaitForMultipleObjects(STRESS_WRITERS, threads, TRUE, INFINITE);
     while (stress_collect(&false_reports) == 16);
     for (i = 0; i < STRESS_PAGES; i++) lost += last_seen[i] != final_stamp[i];
-    printf("threads: %d collector calls, %d writers: %lu lost, %lu false\n", STRESS_CALLS, STRESS_WRITERS, lost,
-           false_reports);
+    printf("threads: %d collector calls in %lu ms, %d writers: %lu lost, %lu false\n", STRESS_CALLS, elapsed,
+           STRESS_WRITERS, lost, false_reports);
     ok(!lost, "%lu pages lost a write\n", lost);
     ok(!false_reports, "%lu false reports\n", false_reports);
     for (i = 0; i < STRESS_WRITERS; i++) CloseHandle(threads[i]);
