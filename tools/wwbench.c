@@ -1,20 +1,42 @@
 /*
- * wwbench: what write watches cost through the module, per backend, on the
- * native test host.  Runs itself once per backend and prints medians side
- * by side with the ratio fallback / kernel.
+ * wwbench: what write watches cost on the native host, for the module's
+ * kernel backend, its fallback, and the kernel floor (a bare userfaultfd
+ * WP-async fault per page and one raw PAGEMAP_SCAN over the range, with no
+ * module code).  Each implementation runs in a process of its own; the
+ * parent prints medians side by side with the ratios.
  *
- *   tools/wwbench [RUNS]
+ *   tools/wwbench [--quick] [--data FILE]
+ *
+ * --quick measures fewer and smaller cases; --data also writes the figures
+ * as columns for plotting (tools/bench draws the charts).
  */
 
+#include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
+#include "writewatch_private.h"
 #include "host.h"
 
-#define MAX_RUNS 50
+#define RUNS 5
+#define MAX_FIGURES 128
+/* the fallback splits a mapping per written run: keep under vm.max_map_count */
+#define FALLBACK_MAX_WRITTEN 25000
+
+enum implementation { FLOOR, KERNEL, FALLBACK, IMPLEMENTATIONS };
+static const char * const implementation_names[] = { "floor", "uffd", "mprotect" };
+
+static int quick;
+static enum implementation current;
+
+/* the floor's own userfaultfd and pagemap descriptors */
+static int floor_uffd = -1, floor_pagemap = -1;
 
 static double now(void)
 {
@@ -37,132 +59,346 @@ static double median(double *values, int count)
     return values[count / 2];
 }
 
+static void fail(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+static int count_mappings(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    int lines = 0, c;
+
+    if (!maps) return -1;
+    while ((c = fgetc(maps)) != EOF) lines += c == '\n';
+    fclose(maps);
+    return lines;
+}
+
+static void floor_init(void)
+{
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+
+    floor_uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (floor_uffd < 0 || ioctl(floor_uffd, UFFDIO_API, &api)) fail("userfaultfd");
+    if ((floor_pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0) fail("pagemap");
+}
+
+/* One PAGEMAP_SCAN over the range with room for every region; returns the
+ * number of written pages. */
+static size_t floor_scan(char *base, size_t size, int reset)
+{
+    static struct page_region *regions;
+    static size_t capacity;
+    struct pm_scan_arg args = { .size = sizeof(args), .start = (uintptr_t)base, .end = (uintptr_t)base + size,
+                                .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN };
+    size_t pages = 0;
+    int i, count;
+
+    if (!regions)
+    {
+        capacity = 1 << 20;
+        if (!(regions = malloc(capacity * sizeof(*regions)))) fail("malloc");
+    }
+    args.flags = reset ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0;
+    args.vec = (uintptr_t)regions;
+    args.vec_len = capacity;
+    if ((count = ioctl(floor_pagemap, PAGEMAP_SCAN, &args)) < 0) fail("PAGEMAP_SCAN");
+    for (i = 0; i < count; i++) pages += (regions[i].end - regions[i].start) / page;
+    return pages;
+}
+
+static char *watch(size_t size)
+{
+    writewatch_status status;
+    char *base;
+
+    if (current != FLOOR)
+    {
+        if (!(base = host_alloc(size, PROT_READ | PROT_WRITE, &status))) fail("host_alloc");
+        return base;
+    }
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) fail("mmap");
+    {
+        struct uffdio_register reg = { .range = { (uintptr_t)base, size }, .mode = UFFDIO_REGISTER_MODE_WP };
+        struct uffdio_writeprotect wp = { .range = { (uintptr_t)base, size }, .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+        madvise(base, size, MADV_NOHUGEPAGE);
+        if (ioctl(floor_uffd, UFFDIO_REGISTER, &reg) || ioctl(floor_uffd, UFFDIO_WRITEPROTECT, &wp))
+            fail("register");
+    }
+    return base;
+}
+
+static void unwatch(char *base, size_t size)
+{
+    if (current != FLOOR) host_free(base, size);
+    else munmap(base, size);
+}
+
+/* GetWriteWatch over the whole range into a large enough array. */
+static size_t collect(char *base, size_t size, int reset, void **addresses, uintptr_t room)
+{
+    uintptr_t count = room;
+
+    if (current == FLOOR) return floor_scan(base, size, reset);
+    if (get_watch(reset ? WRITEWATCH_FLAG_RESET : 0, base, size, addresses, &count)) fail("GetWriteWatch");
+    return count;
+}
+
 static void reset_all(char *base, size_t size)
 {
-    if (writewatch_reset_write_watch(base, size)) abort();
+    if (current == FLOOR) floor_scan(base, size, 1);
+    else if (writewatch_reset_write_watch(base, size)) fail("ResetWriteWatch");
 }
 
-/* Writes one byte on every stride-th page. */
-static void write_pages(char *base, size_t pages, size_t stride)
+/* Writes the pages a fixed hash selects, about one in every `every`. */
+static size_t dirty(char *base, size_t pages, size_t every, unsigned int round)
 {
-    size_t i;
+    size_t i, written = 0;
 
-    for (i = 0; i < pages; i += stride) base[i * page]++;
+    for (i = 0; i < pages; i++)
+    {
+        uint32_t hash = (uint32_t)(i * 2654435761u);
+
+        if ((hash >> 8) % every) continue;
+        base[i * page + (round & 63)]++;
+        written++;
+    }
+    if (!written)
+    {
+        base[(pages / 2) * page]++;
+        written = 1;
+    }
+    return written;
 }
 
-/* Microseconds per first write to a clean page, populated or not. */
-static void bench_first_write(int runs)
+static void report(const char *name, double value)
 {
-    size_t pages = 16384;
-    double fresh[MAX_RUNS], again[MAX_RUNS], start;
-    writewatch_status status;
+    printf("%s %.4f\n", name, value);
+}
+
+static void bench_first_write(void)
+{
+    size_t pages = quick ? 4096 : 16384, i;
+    double fresh[RUNS], again[RUNS], start;
     int run;
 
-    for (run = 0; run < runs; run++)
+    for (run = 0; run < RUNS; run++)
     {
-        char *base = host_alloc(pages * page, PROT_READ | PROT_WRITE, &status);
+        char *base = watch(pages * page);
 
         start = now();
-        write_pages(base, pages, 1);
+        for (i = 0; i < pages; i++) base[i * page] = 1;
         fresh[run] = (now() - start) / pages * 1e6;
         reset_all(base, pages * page);
         start = now();
-        write_pages(base, pages, 1);
+        for (i = 0; i < pages; i++) base[i * page] = 2;
         again[run] = (now() - start) / pages * 1e6;
-        host_free(base, pages * page);
+        unwatch(base, pages * page);
     }
-    printf("first write, unpopulated page (us/page) %.3f\n", median(fresh, runs));
-    printf("first write after reset (us/page) %.3f\n", median(again, runs));
+    report("first write to an unpopulated page (us)", median(fresh, RUNS));
+    report("first write after reset (us)", median(again, RUNS));
 }
 
-/* Milliseconds per call over 1 GiB with 1% of the pages written. */
-static void bench_large_range(int runs)
+static void report_range(const char *label, double *get, double *get_reset, double *reset, int runs)
 {
-    static void *addresses[4096];
-    size_t size = (size_t)1 << 30, pages = size / page, stride = 100;
-    double get[MAX_RUNS], get_reset[MAX_RUNS], reset[MAX_RUNS], start;
-    writewatch_status status;
-    char *base = host_alloc(size, PROT_READ | PROT_WRITE, &status);
-    uintptr_t count;
+    char name[128];
+
+    snprintf(name, sizeof(name), "%s GetWriteWatch (ms)", label);
+    report(name, median(get, runs));
+    snprintf(name, sizeof(name), "%s GetWriteWatch+reset (ms)", label);
+    report(name, median(get_reset, runs));
+    snprintf(name, sizeof(name), "%s ResetWriteWatch (ms)", label);
+    report(name, median(reset, runs));
+}
+
+static void bench_range(size_t size, size_t every, const char *label)
+{
+    size_t pages = size / page, written = 0;
+    double get[RUNS], get_reset[RUNS], reset[RUNS], start;
+    void **addresses;
+    char *base;
     int run;
 
-    if (!base)
+    if (current == FALLBACK && pages / every > FALLBACK_MAX_WRITTEN)
     {
-        printf("1 GiB allocation failed: %#x\n", (unsigned int)status);
+        get[0] = get_reset[0] = reset[0] = -1;
+        report_range(label, get, get_reset, reset, 1);
         return;
     }
-    for (run = 0; run < runs; run++)
+    if (!(addresses = malloc((pages / every + 2) * sizeof(*addresses) * 2))) fail("malloc");
+    base = watch(size);
+    for (run = 0; run < RUNS; run++)
     {
-        write_pages(base, pages, stride);
-        count = 4096;
+        written = dirty(base, pages, every, run);
         start = now();
-        get_watch(0, base, size, addresses, &count);
+        if (collect(base, size, 0, addresses, pages) != written) fail("wrong page count");
         get[run] = (now() - start) * 1e3;
-        if (count != (pages + stride - 1) / stride) abort();
-
         start = now();
-        get_watch(WRITEWATCH_FLAG_RESET, base, size, addresses, &count);
+        collect(base, size, 1, addresses, pages);
         get_reset[run] = (now() - start) * 1e3;
 
-        write_pages(base, pages, stride);
+        dirty(base, pages, every, run + 100);
         start = now();
         reset_all(base, size);
         reset[run] = (now() - start) * 1e3;
     }
-    printf("GetWriteWatch 1 GiB 1%% written (ms/call) %.3f\n", median(get, runs));
-    printf("GetWriteWatch+reset 1 GiB 1%% written (ms/call) %.3f\n", median(get_reset, runs));
-    printf("ResetWriteWatch 1 GiB 1%% written (ms/call) %.3f\n", median(reset, runs));
-    host_free(base, size);
+    report_range(label, get, get_reset, reset, RUNS);
+    unwatch(base, size);
+    free(addresses);
 }
 
-static int child(int runs)
+static const struct { size_t size; const char *name; } sizes[] =
 {
-    host_init();
-    bench_first_write(runs);
-    bench_large_range(runs);
+    { (size_t)4 << 20, "4 MiB" }, { (size_t)64 << 20, "64 MiB" }, { (size_t)1 << 30, "1 GiB" },
+    { (size_t)4 << 30, "4 GiB" },
+};
+static const struct { size_t every; const char *name; } fractions[] =
+{
+    { 10000, "0.01%" }, { 100, "1%" }, { 2, "50%" },
+};
+
+static void bench_mappings(void)
+{
+    size_t size = (size_t)1 << 30, pages = size / page;
+    char *base = watch(size);
+    int before = count_mappings();
+
+    dirty(base, pages, 100, 0);
+    report("mappings before 1 GiB 1% written", before);
+    report("mappings after 1 GiB 1% written", count_mappings());
+    unwatch(base, size);
+}
+
+static int child(void)
+{
+    size_t s, f;
+    char label[64];
+
+    if (current == FLOOR) floor_init();
+    else host_init();
+    if (current == FLOOR) page = sysconf(_SC_PAGESIZE);
+    bench_first_write();
+    for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]) - quick; s++)
+    {
+        for (f = 0; f < sizeof(fractions) / sizeof(fractions[0]); f++)
+        {
+            if (quick && f == 2 && s >= 2) continue;
+            snprintf(label, sizeof(label), "%s %s", sizes[s].name, fractions[f].name);
+            bench_range(sizes[s].size, fractions[f].every, label);
+        }
+    }
+    bench_mappings();
     return 0;
 }
 
-/* Runs one backend in a child process; stores its figures in values. */
-static int run_backend(const char *self, const char *backend, int runs, char names[][80], double *values)
+struct figures
+{
+    int count;
+    char names[MAX_FIGURES][96];
+    double values[IMPLEMENTATIONS][MAX_FIGURES];
+};
+
+static void run_implementation(const char *self, enum implementation impl, struct figures *figures)
 {
     char command[512], line[256];
     FILE *pipe;
     int count = 0;
 
-    snprintf(command, sizeof(command), "WRITEWATCH_BACKEND=%s WWBENCH_CHILD=1 %s %d", backend, self, runs);
-    if (!(pipe = popen(command, "r"))) return 0;
-    while (count < 16 && fgets(line, sizeof(line), pipe))
+    snprintf(command, sizeof(command), "WRITEWATCH_BACKEND=%s WWBENCH_CHILD=%d %s%s", implementation_names[impl],
+             impl, self, quick ? " --quick" : "");
+    if (!(pipe = popen(command, "r"))) fail("popen");
+    while (count < MAX_FIGURES && fgets(line, sizeof(line), pipe))
     {
         char *value = strrchr(line, ' ');
 
         if (!value) continue;
         *value = 0;
-        snprintf(names[count], sizeof(names[count]), "%.79s", line);
-        values[count++] = atof(value + 1);
+        if (impl == FLOOR) snprintf(figures->names[count], sizeof(figures->names[count]), "%.95s", line);
+        figures->values[impl][count++] = atof(value + 1);
     }
-    pclose(pipe);
-    return count;
+    if (pclose(pipe) || (impl != FLOOR && count != figures->count))
+    {
+        fprintf(stderr, "wwbench: the %s run failed\n", implementation_names[impl]);
+        exit(1);
+    }
+    figures->count = count;
+}
+
+static void print_value(double value)
+{
+    if (value < 0) printf(" | n/a");
+    else printf(" | %.3f", value);
+}
+
+static void print_ratio(double a, double b)
+{
+    if (a < 0 || b <= 0) printf(" | n/a");
+    else printf(" | %.2fx", a / b);
+}
+
+/* figure names end with "(unit)": the size and dirty fraction come first */
+static void write_data(const char *path, const struct figures *figures)
+{
+    FILE *file = fopen(path, "w");
+    int i;
+
+    if (!file) fail(path);
+    fprintf(file, "# size_mib dirty_percent floor uffd mprotect  (GetWriteWatch+reset, ms)\n");
+    for (i = 0; i < figures->count; i++)
+    {
+        double size, percent;
+        char unit[8];
+
+        if (!strstr(figures->names[i], "GetWriteWatch+reset")) continue;
+        if (sscanf(figures->names[i], "%lf %3s %lf%%", &size, unit, &percent) != 3) continue;
+        if (!strcmp(unit, "GiB")) size *= 1024;
+        fprintf(file, "%g %g %g %g %g\n", size, percent, figures->values[FLOOR][i], figures->values[KERNEL][i],
+                figures->values[FALLBACK][i] < 0 ? NAN : figures->values[FALLBACK][i]);
+    }
+    fclose(file);
 }
 
 int main(int argc, char **argv)
 {
-    int runs = argc > 1 ? atoi(argv[1]) : 5, count, i;
-    char names[16][80], other[16][80];
-    double uffd[16], fallback[16];
+    const char *data = NULL, *env = getenv("WWBENCH_CHILD");
+    static struct figures figures;
+    int i;
 
-    if (runs < 1 || runs > MAX_RUNS) runs = 5;
-    if (getenv("WWBENCH_CHILD")) return child(runs);
-
-    count = run_backend(argv[0], "uffd", runs, names, uffd);
-    if (run_backend(argv[0], "mprotect", runs, other, fallback) != count || !count)
+    for (i = 1; i < argc; i++)
     {
-        fprintf(stderr, "wwbench: a backend did not run\n");
-        return 1;
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
+        else
+        {
+            fprintf(stderr, "usage: %s [--quick] [--data FILE]\n", argv[0]);
+            return 2;
+        }
     }
-    printf("median of %d runs, native host\n", runs);
-    printf("%-50s %10s %10s %8s\n", "figure", "uffd", "mprotect", "ratio");
-    for (i = 0; i < count; i++)
-        printf("%-50s %10.3f %10.3f %7.2fx\n", names[i], uffd[i], fallback[i], fallback[i] / uffd[i]);
+    if (env)
+    {
+        current = atoi(env);
+        return child();
+    }
+
+    for (i = 0; i < IMPLEMENTATIONS; i++) run_implementation(argv[0], i, &figures);
+    printf("Medians of %d runs on the native host; floor: bare userfaultfd WP-async faults and one raw "
+           "PAGEMAP_SCAN, no module.\n\n", RUNS);
+    printf("| figure | floor | uffd | mprotect | uffd / floor | mprotect / uffd |\n");
+    printf("|---|---|---|---|---|---|\n");
+    for (i = 0; i < figures.count; i++)
+    {
+        printf("| %s", figures.names[i]);
+        print_value(figures.values[FLOOR][i]);
+        print_value(figures.values[KERNEL][i]);
+        print_value(figures.values[FALLBACK][i]);
+        print_ratio(figures.values[KERNEL][i], figures.values[FLOOR][i]);
+        print_ratio(figures.values[FALLBACK][i], figures.values[KERNEL][i]);
+        printf(" |\n");
+    }
+    if (data) write_data(data, &figures);
     return 0;
 }

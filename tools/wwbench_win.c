@@ -1,0 +1,144 @@
+/*
+ * wwbench_win: write-watch costs as a Windows program sees them, for
+ * comparing Wine builds (tools/bench runs it under stock Wine 8.0 and under
+ * the private Wine with the module, alternately).
+ *
+ *   wwbench_win frames HEAP_MIB WRITTEN_PER_100K FRAMES
+ *       a garbage collector's frame: the mutator writes a random fraction of
+ *       a watched (populated) heap, the collector calls GetWriteWatch with
+ *       reset and reads every reported page; prints the median milliseconds
+ *       per frame, and the collector's part of it
+ *   wwbench_win sparse
+ *       writes every other page of 1 GiB and collects them; prints the time
+ *   wwbench_win latency
+ *       one GetWriteWatch with reset over 64 MiB holding one written page;
+ *       prints the median microseconds per call
+ */
+
+#include <windows.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE 4096
+
+static double now_ms(void)
+{
+    static LARGE_INTEGER frequency;
+    LARGE_INTEGER counter;
+
+    if (!frequency.QuadPart) QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&counter);
+    return (double)counter.QuadPart * 1000.0 / frequency.QuadPart;
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *values, int count)
+{
+    qsort(values, count, sizeof(*values), compare_doubles);
+    return values[count / 2];
+}
+
+static char *watched_heap(SIZE_T size)
+{
+    char *heap = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE);
+
+    if (!heap)
+    {
+        printf("VirtualAlloc failed: %lu\n", GetLastError());
+        exit(1);
+    }
+    return heap;
+}
+
+/* Collects every written page with reset; returns how many. */
+static SIZE_T collect(char *heap, SIZE_T size, void **found, ULONG_PTR room, int touch)
+{
+    ULONG_PTR count = room, i;
+    ULONG granularity;
+    volatile char sum = 0;
+
+    if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, heap, size, found, &count, &granularity))
+    {
+        printf("GetWriteWatch failed: %lu\n", GetLastError());
+        exit(1);
+    }
+    for (i = 0; touch && i < count; i++) sum += *(char *)found[i];
+    return count;
+}
+
+static int bench_frames(int heap_mib, int per_100k, int frames)
+{
+    SIZE_T size = (SIZE_T)heap_mib << 20, pages = size / PAGE, i;
+    char *heap = watched_heap(size);
+    void **found = malloc(pages * sizeof(*found));
+    double *times = malloc(frames * sizeof(*times)), *collector = malloc(frames * sizeof(*collector)), start, mid;
+    unsigned int seed = 12345, frame;
+
+    /* a collector's heap is in use: populate it, then start clean */
+    for (i = 0; i < pages; i++) heap[i * PAGE] = 1;
+    collect(heap, size, found, pages, 0);
+    for (frame = 0; frame < (unsigned int)frames; frame++)
+    {
+        start = now_ms();
+        for (i = 0; i < pages; i++)
+        {
+            seed = seed * 1103515245 + 12345;
+            if ((seed >> 8) % 100000 < (unsigned int)per_100k) heap[i * PAGE + (seed & 1023)]++;
+        }
+        mid = now_ms();
+        collect(heap, size, found, pages, 1);
+        times[frame] = now_ms() - start;
+        collector[frame] = now_ms() - mid;
+    }
+    printf("frames %d MiB %.3f%% written: %.3f ms/frame (collector %.3f ms)\n", heap_mib, per_100k / 1000.0,
+           median(times, frames), median(collector, frames));
+    return 0;
+}
+
+static int bench_sparse(void)
+{
+    SIZE_T size = (SIZE_T)1 << 30, pages = size / PAGE, i, total = 0;
+    char *heap = watched_heap(size);
+    void **found = malloc(pages * sizeof(*found));
+    double start = now_ms();
+
+    for (i = 0; i < pages; i += 2) heap[i * PAGE] = 1;
+    total = collect(heap, size, found, pages, 0);
+    printf("sparse 1 GiB every other page: %.1f ms (%lu pages)\n", now_ms() - start, (unsigned long)total);
+    return total != pages / 2;
+}
+
+static int bench_latency(void)
+{
+    SIZE_T size = 64 << 20;
+    char *heap = watched_heap(size);
+    void *found[16];
+    double times[2001], start;
+    int i;
+
+    for (i = 0; i < 2001; i++)
+    {
+        heap[(i % 16384) * PAGE]++;
+        start = now_ms();
+        collect(heap, size, found, 16, 0);
+        times[i] = (now_ms() - start) * 1000.0;
+    }
+    printf("latency GetWriteWatch+reset 64 MiB 1 page written: %.2f us/call\n", median(times, 2001));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && !strcmp(argv[1], "frames")) return bench_frames(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+    if (argc == 2 && !strcmp(argv[1], "sparse")) return bench_sparse();
+    if (argc == 2 && !strcmp(argv[1], "latency")) return bench_latency();
+    printf("usage: wwbench_win frames HEAP_MIB WRITTEN_PER_100K FRAMES | sparse | latency\n");
+    return 2;
+}
