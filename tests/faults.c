@@ -14,7 +14,8 @@
 #include "host.h"
 #include "test.h"
 
-static void *results[256];
+#define RESULTS 4096
+static void *results[RESULTS];
 
 static int kernel_backend_in_use(void)
 {
@@ -28,7 +29,7 @@ static int kernel_backend_in_use(void)
 
 static uintptr_t count_pages(char *base, size_t pages)
 {
-    uintptr_t count = 256;
+    uintptr_t count = RESULTS;
 
     ok(get_watch(0, base, pages * page, results, &count) == 0, "query failed\n");
     return count;
@@ -66,23 +67,23 @@ static void test_refused_registration_falls_back(void)
 static void test_failed_scan_loses_nothing(void)
 {
     static const int errors[] = { ENOMEM, EFAULT, EINVAL };
-    size_t pages = 200, i, e;
+    size_t pages = RESULTS, i, e;
     char *base;
 
     if (!kernel_backend_in_use()) return;
     base = host_alloc(pages * page, PROT_READ | PROT_WRITE, (writewatch_status[1]){ 0 });
     for (e = 0; e < sizeof(errors) / sizeof(errors[0]); e++)
     {
-        uintptr_t count = 256;
+        uintptr_t count = RESULTS;
         writewatch_status status;
 
-        /* separate runs, so that one scan cannot return them all */
+        /* separate runs, more than one scan returns at a time */
         for (i = 0; i < pages; i += 2) base[i * page] = 1;
         writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, errors[e], 1);
         status = get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count);
         ok(status == (errors[e] == ENOMEM ? WRITEWATCH_STATUS_NO_MEMORY : WRITEWATCH_STATUS_UNSUCCESSFUL),
            "error %d gave status %#x\n", errors[e], (unsigned int)status);
-        ok(count == 256, "a failed call changed the count\n");
+        ok(count == RESULTS, "a failed call changed the count\n");
         ok(count_pages(base, pages) == pages / 2, "error %d: %lu pages left, expected %zu\n", errors[e],
            (unsigned long)count_pages(base, pages), pages / 2);
         ok(writewatch_reset_write_watch(base, pages * page) == 0, "reset failed\n");

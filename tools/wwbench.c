@@ -154,14 +154,15 @@ static void reset_all(char *base, size_t size)
     else if (writewatch_reset_write_watch(base, size)) fail("ResetWriteWatch");
 }
 
-/* Writes the pages a fixed hash selects, about one in every `every`. */
+/* Writes the pages a hash selects, about one in every `every`, a different
+ * selection each round. */
 static size_t dirty(char *base, size_t pages, size_t every, unsigned int round)
 {
     size_t i, written = 0;
 
     for (i = 0; i < pages; i++)
     {
-        uint32_t hash = (uint32_t)(i * 2654435761u);
+        uint32_t hash = (uint32_t)((i + round * 7919u) * 2654435761u);
 
         if ((hash >> 8) % every) continue;
         base[i * page + (round & 63)]++;
@@ -251,6 +252,37 @@ static void bench_range(size_t size, size_t every, const char *label)
     free(addresses);
 }
 
+/* A garbage collector's frame on a populated heap: write about one page in
+ * `every`, collect with reset, read every reported page. */
+static void bench_frames(size_t size, size_t every, const char *label)
+{
+    size_t pages = size / page, i, count;
+    int frames = quick ? 5 : 20, frame;
+    double times[20], start;
+    void **addresses;
+    volatile char sum = 0;
+    char name[128], *base;
+
+    if (!(addresses = malloc(pages * sizeof(*addresses)))) fail("malloc");
+    base = watch(size);
+    for (i = 0; i < pages; i++) base[i * page] = 1;
+    reset_all(base, size);
+    for (frame = 0; frame < frames; frame++)
+    {
+        start = now();
+        dirty(base, pages, every, frame);
+        count = collect(base, size, 1, addresses, pages);
+        /* the floor returns ranges, not addresses: it reads the pages it wrote */
+        for (i = 0; i < count && current != FLOOR; i++) sum += *(char *)addresses[i];
+        for (i = 0; i < count && current == FLOOR; i++) sum += base[(i * every % pages) * page];
+        times[frame] = (now() - start) * 1e3;
+    }
+    snprintf(name, sizeof(name), "frame, %s (ms)", label);
+    report(name, median(times, frames));
+    unwatch(base, size);
+    free(addresses);
+}
+
 static const struct { size_t size; const char *name; } sizes[] =
 {
     { (size_t)4 << 20, "4 MiB" }, { (size_t)64 << 20, "64 MiB" }, { (size_t)1 << 30, "1 GiB" },
@@ -291,6 +323,9 @@ static int child(void)
             bench_range(sizes[s].size, fractions[f].every, label);
         }
     }
+    bench_frames((size_t)256 << 20, 20, "256 MiB 5%");
+    bench_frames((size_t)256 << 20, 1000, "256 MiB 0.1%");
+    bench_frames((size_t)1 << 30, 10000, "1 GiB 0.01%");
     bench_mappings();
     return 0;
 }

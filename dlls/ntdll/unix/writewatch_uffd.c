@@ -35,7 +35,7 @@ WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 #define REQUIRED_FEATURES (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
 
 /* page_region entries per PAGEMAP_SCAN call; a walk resumes from walk_end */
-#define REGION_BATCH 64
+#define REGION_BATCH 256
 
 static int uffd_fd = -1;
 static int pagemap_fd = -1;
