@@ -23,6 +23,7 @@
 
 #include "writewatch_private.h"
 #include "host.h"
+#include "median.h"
 
 #define RUNS 5
 #define MAX_FIGURES 128
@@ -44,19 +45,6 @@ static double now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *values, int count)
-{
-    qsort(values, count, sizeof(*values), compare_doubles);
-    return values[count / 2];
 }
 
 static void fail(const char *what)

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "median.h"
+
 #define PAGE 4096
 
 static double now_ms(void)
@@ -30,19 +32,6 @@ static double now_ms(void)
     if (!frequency.QuadPart) QueryPerformanceFrequency(&frequency);
     QueryPerformanceCounter(&counter);
     return (double)counter.QuadPart * 1000.0 / frequency.QuadPart;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *values, int count)
-{
-    qsort(values, count, sizeof(*values), compare_doubles);
-    return values[count / 2];
 }
 
 static char *watched_heap(SIZE_T size)

@@ -1,0 +1,25 @@
+/*
+ * The median the benchmarks report, shared by the native and the Windows
+ * benchmark programs.
+ */
+
+#ifndef WRITEWATCH_MEDIAN_H
+#define WRITEWATCH_MEDIAN_H
+
+#include <stdlib.h>
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts values in place. */
+static double median(double *values, int count)
+{
+    qsort(values, count, sizeof(*values), compare_doubles);
+    return values[count / 2];
+}
+
+#endif
