@@ -508,6 +508,30 @@ static void test_empty_or_failed_read_marks_nothing(void)
     host_free(base, 8 * page);
 }
 
+/* Lending a buffer to a system call marks exactly the pages it wrote,
+ * whatever the alignment, also across two allocations. */
+static void test_lent_buffer_marks_what_was_written(void)
+{
+    char *area = mmap(NULL, 16 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    ok(!writewatch_add_allocation(area, 8 * page, PROT_READ | PROT_WRITE), "first allocation\n");
+    ok(!writewatch_add_allocation(area + 8 * page, 8 * page, PROT_READ | PROT_WRITE), "second allocation\n");
+
+    writewatch_prepare_buffer(area + page + 100, 2 * page);
+    writewatch_complete_buffer(area + page + 100, 2 * page, 0);
+    expect_pages(0, area, 8, 64, NONE);
+
+    writewatch_prepare_buffer(area + 6 * page + 100, 4 * page);
+    memset(area + 6 * page + 100, 1, page);
+    writewatch_complete_buffer(area + 6 * page + 100, 4 * page, page);
+    expect_pages(0, area, 8, 64, 6, 7);
+    expect_pages(0, area + 8 * page, 8, 64, NONE);
+
+    writewatch_remove_allocation(area);
+    writewatch_remove_allocation(area + 8 * page);
+    munmap(area, 16 * page);
+}
+
 /* Many allocations: each query finds its own. */
 static void test_many_allocations(void)
 {
@@ -597,6 +621,7 @@ const struct test writewatch_tests[] =
     { "read_from_pipe_marks_pages", test_read_from_pipe_marks_pages },
     { "read_from_file_marks_pages", test_read_from_file_marks_pages },
     { "empty_or_failed_read_marks_nothing", test_empty_or_failed_read_marks_nothing },
+    { "lent_buffer_marks_what_was_written", test_lent_buffer_marks_what_was_written },
     { "many_allocations", test_many_allocations },
     { "large_writes_are_page_exact", test_large_writes_are_page_exact },
     { "array_inside_watched_range", test_array_inside_watched_range },

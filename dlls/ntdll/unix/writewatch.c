@@ -497,18 +497,20 @@ static void apply_to_buffer(void *base, size_t size, size_t written, int complet
     size_t index;
 
     if (!writewatch_page_size || !round_range(base, size, &start, &end)) return;
-    written_end = (char *)base + (written < size ? written : size);
+    /* nothing written marks no page, even when the buffer starts mid-page */
+    written_end = written ? (char *)base + (written < size ? written : size) : start;
     lock();
     for (index = find_allocation_index(start); index < allocation_count; index++)
     {
         struct allocation *alloc = allocations[index];
         char *first = start > alloc->base ? start : alloc->base;
         char *last = end < alloc->base + alloc->size ? end : alloc->base + alloc->size;
+        char *marked_end = written_end < first ? first : written_end < last ? written_end : last;
 
         if (alloc->base >= end) break;
         if (!complete && alloc->backend->prepare_buffer) alloc->backend->prepare_buffer(alloc, first, last);
         if (complete && alloc->backend->complete_buffer)
-            alloc->backend->complete_buffer(alloc, first, last, written_end < last ? written_end : last);
+            alloc->backend->complete_buffer(alloc, first, last, marked_end);
     }
     unlock();
 }

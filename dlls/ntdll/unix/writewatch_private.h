@@ -102,7 +102,8 @@ struct backend
     int (*handle_fault)(struct allocation *alloc, char *page);
     /* lend write access to [start, end) for a system call */
     void (*prepare_buffer)(struct allocation *alloc, char *start, char *end);
-    /* the call wrote [start, written_end): mark it, take back the rest */
+    /* the call wrote up to written_end, inside [start, end): mark the pages
+     * it touched, take back the rest */
     void (*complete_buffer)(struct allocation *alloc, char *start, char *end, char *written_end);
 };
 
