@@ -8,44 +8,79 @@
  * needs no access to the host's view tree.  The host owns the address space:
  * it maps, remaps and unmaps memory, and tells the module what it did.
  *
- *   writewatch_init()               once, before anything else; chooses the
- *                                   backend (WRITEWATCH_BACKEND=auto|uffd|mprotect).
+ *   writewatch_init()               once, before anything else: takes the
+ *                                   host's lock and chooses the backend
+ *                                   (WRITEWATCH_BACKEND=auto|uffd|mprotect).
  *   writewatch_add_allocation()     after mapping a new MEM_WRITE_WATCH
  *                                   allocation; it starts with no page written.
  *   writewatch_set_protection()     instead of mprotect() on watched pages
  *                                   (commit, VirtualProtect, guard pages...):
  *                                   the fallback must keep clean pages
  *                                   read-only, so it applies the protection.
- *   writewatch_latch()              from VirtualProtect only: Windows keeps the
- *                                   written state of pages that change
- *                                   protection even if they are decommitted.
+ *   writewatch_latch()              after a successful VirtualProtect: Windows
+ *                                   keeps the written state of pages that
+ *                                   change protection even if they are
+ *                                   decommitted.
  *   writewatch_decommit()           after replacing pages with a fresh
  *                                   PROT_NONE mapping (MEM_DECOMMIT).
+ *   writewatch_discard()            instead of madvise() for MEM_RESET: the
+ *                                   kernel may drop the contents, and every
+ *                                   page keeps its written state.
  *   writewatch_remove_allocation()  after MEM_RELEASE unmapped the allocation.
  *   writewatch_get_write_watch()    NtGetWriteWatch for the current process.
  *   writewatch_reset_write_watch()  NtResetWriteWatch for the current process.
  *   writewatch_handle_fault()       from the host's SIGSEGV handler, for a
  *                                   write fault: nonzero when it was a
  *                                   write-watch fault the module resolved.
- *   writewatch_prepare_buffer()     before a system call writes into user
- *                                   memory (read(2), recv(2)...) when it
+ *   writewatch_lend_buffer()        before a system call writes user memory
+ *                                   (read(2), a server reply...) after it
  *                                   failed with EFAULT: lets the kernel write
- *                                   the buffer's watched pages;
- *   writewatch_complete_buffer()    after it: marks the pages of the bytes
- *                                   written and protects the others again.
- *                                   Both do nothing on the kernel backend,
- *                                   where such calls never fail: the kernel
+ *                                   the buffer's watched pages; nonzero when
+ *                                   it lent any.
+ *   writewatch_buffer_written()     after that call, or after any write the
+ *                                   host made behind the tracking (such as
+ *                                   WriteProcessMemory through /proc/PID/mem):
+ *                                   marks the pages of the bytes written and
+ *                                   takes back what was lent.  Both do nothing
+ *                                   on the kernel backend, where the kernel
  *                                   records what it writes.
  *
- * All entries are thread-safe.  Addresses and sizes passed by the host are
- * page aligned, except for the two Nt entries, which take the caller's values
- * and apply Windows' rounding and validation.  Statuses are NTSTATUS values.
- * The module never installs signal handlers and never maps memory itself.
+ * Addresses and sizes passed by the host are page aligned, except for the
+ * Nt entries and the buffer entries, which take the caller's values.
+ * Statuses are NTSTATUS values.  The module never installs signal handlers
+ * and maps no memory but a two-page probe at start-up.
+ *
+ * Locking
+ * =======
+ * There is one lock: the host's address-space lock, given to
+ * writewatch_init() (Wine: the virtual-memory section, which blocks the
+ * signals Wine suspends threads with), or, when the host gives none, the
+ * module's own, which blocks every asynchronous signal.  It must be
+ * recursive.  Every entry takes it for itself, so the host may call any
+ * entry with it held or not, with two rules:
+ *
+ *   - writewatch_get_write_watch() must be called WITHOUT it.  It reads and
+ *     writes the caller's count, granularity and array only outside it:
+ *     first a probe of every output page (a store that changes nothing, as
+ *     Windows' ProbeForWrite does), then the scan under the lock into the
+ *     module's memory, then the copy out.  A fault in the probe or the copy
+ *     is the host's to turn into STATUS_ACCESS_VIOLATION (Wine does it for
+ *     every system call); since no lock is held, it can neither deadlock
+ *     nor leave the lock taken, and a fault in the probe happens before
+ *     anything is reset.
+ *   - writewatch_lend_buffer() and the system call it is for, and
+ *     writewatch_buffer_written(), must run under one hold of the lock, so
+ *     that no other thread changes the protection of the lent pages between
+ *     them.
+ *
+ * The module calls nothing of the host's while it holds the lock, and never
+ * touches memory that can fault there, so no lock order exists to get wrong.
  */
 
 #ifndef WRITEWATCH_H
 #define WRITEWATCH_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -68,20 +103,29 @@ enum writewatch_backend
     WRITEWATCH_BACKEND_MPROTECT, /* read-only pages + host write faults */
 };
 
+/* The host's recursive address-space lock.  enter() saves in *state what
+ * leave() restores (the signal mask). */
+struct writewatch_lock
+{
+    void (*enter)(sigset_t *state);
+    void (*leave)(sigset_t *state);
+};
+
 /* What writewatch_init() found, for diagnostics (tools/wwinfo). */
 struct writewatch_info
 {
     enum writewatch_backend backend;
-    char reason[160];          /* why this backend was chosen */
+    char reason[512];          /* why this backend was chosen, in plain words */
     int uffd_errno;            /* 0 when userfaultfd() and UFFDIO_API worked */
     uint64_t uffd_features;    /* features the kernel offered (UFFDIO_API) */
     int pagemap_scan_errno;    /* 0 when PAGEMAP_SCAN works */
 };
 
-/* Chooses the backend from WRITEWATCH_BACKEND and the kernel.  Returns
- * WRITEWATCH_BACKEND_NONE only when a forced backend is unavailable; the
- * reason is logged and available from writewatch_get_info(). */
-enum writewatch_backend writewatch_init(void);
+/* Takes the host's lock (NULL: the module's own) and chooses the backend
+ * from WRITEWATCH_BACKEND and the kernel.  Returns WRITEWATCH_BACKEND_NONE
+ * only when a forced backend is unavailable; the reason is logged and
+ * available from writewatch_get_info(). */
+enum writewatch_backend writewatch_init(const struct writewatch_lock *lock);
 void writewatch_get_info(struct writewatch_info *info);
 const char *writewatch_backend_name(enum writewatch_backend backend);
 
@@ -91,6 +135,7 @@ void writewatch_remove_allocation(void *base);
 writewatch_status writewatch_set_protection(void *base, size_t size, int unix_prot);
 writewatch_status writewatch_latch(void *base, size_t size);
 writewatch_status writewatch_decommit(void *base, size_t size);
+writewatch_status writewatch_discard(void *base, size_t size);
 
 /* Returns nonzero when addr lies in a write-watched allocation. */
 int writewatch_is_watched(const void *addr);
@@ -100,7 +145,7 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
 writewatch_status writewatch_reset_write_watch(void *base, size_t size);
 
 int writewatch_handle_fault(void *addr);
-void writewatch_prepare_buffer(void *base, size_t size);
-void writewatch_complete_buffer(void *base, size_t size, size_t written);
+int writewatch_lend_buffer(void *base, size_t size);
+void writewatch_buffer_written(void *base, size_t size, size_t written);
 
 #endif /* WRITEWATCH_H */

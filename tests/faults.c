@@ -63,7 +63,7 @@ static void test_refused_registration_falls_back(void)
     }
 }
 
-/* A scan that fails half way keeps what it had reset as reported. */
+/* A scan that fails says so, changes no output, and loses no page. */
 static void test_failed_scan_loses_nothing(void)
 {
     static const int errors[] = { ENOMEM, EFAULT, EINVAL };
@@ -77,9 +77,8 @@ static void test_failed_scan_loses_nothing(void)
         uintptr_t count = RESULTS;
         writewatch_status status;
 
-        /* separate runs, more than one scan returns at a time */
         for (i = 0; i < pages; i += 2) base[i * page] = 1;
-        writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, errors[e], 1);
+        writewatch_inject_error(WRITEWATCH_OP_PAGEMAP_SCAN, errors[e], 0);
         status = get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count);
         ok(status == (errors[e] == ENOMEM ? WRITEWATCH_STATUS_NO_MEMORY : WRITEWATCH_STATUS_UNSUCCESSFUL),
            "error %d gave status %#x\n", errors[e], (unsigned int)status);
@@ -89,6 +88,39 @@ static void test_failed_scan_loses_nothing(void)
         ok(writewatch_reset_write_watch(base, pages * page) == 0, "reset failed\n");
         ok(count_pages(base, pages) == 0, "reset left pages\n");
     }
+    host_free(base, pages * page);
+}
+
+/* A walk the kernel stops half way, after it reset pages, because a mapping
+ * lost its registration behind the module's back: every page it may have
+ * reset stays reported, and the mapping is registered again. */
+static void test_walk_stopped_half_way_over_reports(void)
+{
+    size_t pages = 64, i, lost = 0;
+    uintptr_t count = RESULTS;
+    writewatch_status status;
+    char *base;
+
+    if (!kernel_backend_in_use()) return;
+    base = host_alloc(pages * page, PROT_READ | PROT_WRITE, &status);
+    for (i = 0; i < pages; i += 2) base[i * page] = 1;
+    if (mmap(base + 60 * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+        == MAP_FAILED) return;
+    status = get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count);
+    ok(status == WRITEWATCH_STATUS_UNSUCCESSFUL, "the walk gave %#x\n", (unsigned int)status);
+    count = RESULTS;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count) == 0, "second query failed\n");
+    for (i = 0; i < 60; i += 2)
+    {
+        uintptr_t j;
+
+        for (j = 0; j < count && results[j] != base + i * page; j++);
+        lost += j == count;
+    }
+    ok(!lost && count <= pages, "%zu written pages lost, %lu reported\n", lost, (unsigned long)count);
+    ok(count_pages(base, pages) == 0, "reset left pages\n");
+    base[5 * page] = 1;
+    ok(count_pages(base, pages) == 1 && results[0] == base + 5 * page, "tracking did not resume\n");
     host_free(base, pages * page);
 }
 
@@ -190,6 +222,7 @@ const struct test fault_tests[] =
     { "init_failures_choose_fallback", test_init_failures_choose_fallback },
     { "refused_registration_falls_back", test_refused_registration_falls_back },
     { "failed_scan_loses_nothing", test_failed_scan_loses_nothing },
+    { "walk_stopped_half_way_over_reports", test_walk_stopped_half_way_over_reports },
     { "failed_reset_and_latch_report_status", test_failed_reset_and_latch_report_status },
     { "failed_decommit_over_reports", test_failed_decommit_over_reports },
     { NULL, NULL }

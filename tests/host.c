@@ -3,6 +3,7 @@
  */
 
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,8 +16,30 @@
 #include "host.h"
 
 size_t page;
+int host_uses_own_lock;
 
 static __thread sigjmp_buf *fault_jump;
+static pthread_mutex_t lock_mutex;
+
+/* The host's address-space lock: recursive, and no thread is stopped while
+ * it holds it. */
+void host_lock(sigset_t *state)
+{
+    sigset_t block;
+
+    sigemptyset(&block);
+    sigaddset(&block, HOST_SUSPEND_SIGNAL);
+    pthread_sigmask(SIG_BLOCK, &block, state);
+    pthread_mutex_lock(&lock_mutex);
+}
+
+void host_unlock(sigset_t *state)
+{
+    pthread_mutex_unlock(&lock_mutex);
+    pthread_sigmask(SIG_SETMASK, state, NULL);
+}
+
+static const struct writewatch_lock lock_ops = { host_lock, host_unlock };
 
 static void fail(const char *what)
 {
@@ -41,12 +64,18 @@ static void segv_handler(int sig, siginfo_t *info, void *context)
     raise(sig);
 }
 
-void host_init(void)
+void host_init(int own_lock)
 {
     struct sigaction action;
+    pthread_mutexattr_t attr;
 
     page = sysconf(_SC_PAGESIZE);
-    writewatch_init();
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&lock_mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    host_uses_own_lock = own_lock;
+    writewatch_init(own_lock ? NULL : &lock_ops);
     memset(&action, 0, sizeof(action));
     action.sa_sigaction = segv_handler;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;
@@ -57,14 +86,17 @@ void host_init(void)
 char *host_alloc(size_t size, int prot, writewatch_status *status)
 {
     char *base = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    sigset_t state;
 
     if (base == MAP_FAILED) fail("mmap");
+    host_lock(&state);
     if ((*status = writewatch_add_allocation(base, size, PROT_NONE)))
     {
         munmap(base, size);
-        return NULL;
+        base = NULL;
     }
-    if (prot) host_commit(base, size, prot);
+    else if (prot) host_commit(base, size, prot);
+    host_unlock(&state);
     return base;
 }
 
@@ -75,38 +107,64 @@ static void check(writewatch_status status, const char *what)
     abort();
 }
 
+/* Changes to the address space happen under the host's lock, as in Wine. */
 void host_commit(char *base, size_t size, int prot)
 {
+    sigset_t state;
+
+    host_lock(&state);
     check(writewatch_set_protection(base, size, prot), "writewatch_set_protection");
+    host_unlock(&state);
 }
 
 void host_protect(char *base, size_t size, int prot)
 {
-    check(writewatch_latch(base, size), "writewatch_latch");
+    sigset_t state;
+
+    host_lock(&state);
     check(writewatch_set_protection(base, size, prot), "writewatch_set_protection");
+    check(writewatch_latch(base, size), "writewatch_latch");
+    host_unlock(&state);
 }
 
 void host_decommit(char *base, size_t size)
 {
+    sigset_t state;
+
+    host_lock(&state);
     if (mmap(base, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
         fail("mmap");
     check(writewatch_decommit(base, size), "writewatch_decommit");
+    host_unlock(&state);
 }
 
 void host_free(char *base, size_t size)
 {
+    sigset_t state;
+
+    host_lock(&state);
     if (munmap(base, size)) fail("munmap");
     writewatch_remove_allocation(base);
+    host_unlock(&state);
 }
 
+/* As Wine's virtual_locked_read: the lend, the read and the marking under
+ * one hold of the lock (with the module's own lock, the host cannot hold
+ * it, and another thread could change the pages' protection meanwhile). */
 ssize_t host_read(int fd, void *buffer, size_t size)
 {
     ssize_t ret = read(fd, buffer, size);
+    sigset_t state;
+    int err;
 
     if (ret >= 0 || errno != EFAULT) return ret;
-    writewatch_prepare_buffer(buffer, size);
+    host_lock(&state);
+    writewatch_lend_buffer(buffer, size);
     ret = read(fd, buffer, size);
-    writewatch_complete_buffer(buffer, size, ret > 0 ? ret : 0);
+    err = errno;
+    writewatch_buffer_written(buffer, size, ret > 0 ? ret : 0);
+    host_unlock(&state);
+    errno = err;
     return ret;
 }
 
@@ -129,5 +187,22 @@ writewatch_status get_watch(int flags, void *base, size_t size, void **addresses
 {
     uint32_t granularity;
 
-    return writewatch_get_write_watch(flags, base, size, addresses, count, &granularity);
+    return host_get_write_watch(flags, base, size, addresses, count, &granularity);
+}
+
+writewatch_status host_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
+                                       uintptr_t *count, uint32_t *granularity)
+{
+    writewatch_status status;
+    sigjmp_buf jump, *outer = fault_jump;
+
+    if (sigsetjmp(jump, 1))
+    {
+        fault_jump = outer;
+        return WRITEWATCH_STATUS_ACCESS_VIOLATION;
+    }
+    fault_jump = &jump;
+    status = writewatch_get_write_watch(flags, base, size, addresses, count, granularity);
+    fault_jump = outer;
+    return status;
 }

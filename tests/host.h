@@ -8,20 +8,30 @@
 #define WRITEWATCH_TEST_HOST_H
 
 #include <stddef.h>
+#include <signal.h>
 #include <sys/types.h>
 #include "writewatch.h"
 
 extern size_t page;
+extern int host_uses_own_lock;
 
-/* writewatch_init() and the SIGSEGV handler that reports write faults. */
-void host_init(void);
+/* writewatch_init() and the SIGSEGV handler that reports write faults.
+ * The host brings its own address-space lock, as Wine does, which blocks
+ * HOST_SUSPEND_SIGNAL; with own_lock, it uses the module's. */
+void host_init(int own_lock);
+
+/* The signal the host stops threads with (Wine uses SIGUSR1 too). */
+#define HOST_SUSPEND_SIGNAL SIGUSR1
+void host_lock(sigset_t *state);
+void host_unlock(sigset_t *state);
 
 /* VirtualAlloc(MEM_RESERVE | MEM_WRITE_WATCH [| MEM_COMMIT]): prot 0 only
  * reserves.  Returns NULL with *status set when the module refuses. */
 char *host_alloc(size_t size, int prot, writewatch_status *status);
 /* VirtualAlloc(MEM_COMMIT) on reserved pages. */
 void host_commit(char *base, size_t size, int prot);
-/* VirtualProtect. */
+/* VirtualProtect: the protection, then the latch of the written state
+ * (a failed VirtualProtect latches nothing). */
 void host_protect(char *base, size_t size, int prot);
 /* VirtualFree(MEM_DECOMMIT) and VirtualFree(MEM_RELEASE). */
 void host_decommit(char *base, size_t size);
@@ -37,5 +47,10 @@ int host_faults(void (*fn)(void *), void *arg);
 
 /* GetWriteWatch into a caller array; returns the status. */
 writewatch_status get_watch(int flags, void *base, size_t size, void **addresses, uintptr_t *count);
+
+/* NtGetWriteWatch as a system call: a fault on the caller's pointers gives
+ * STATUS_ACCESS_VIOLATION, as Wine's system call dispatcher does. */
+writewatch_status host_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
+                                       uintptr_t *count, uint32_t *granularity);
 
 #endif

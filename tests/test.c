@@ -1,6 +1,10 @@
 /*
  * Test runner: runs every test of the suite, or those named on the command
  * line, and ends with "N passed, N failed".
+ *
+ *   writewatch_tests [--own-lock] [TEST...]
+ *
+ * --own-lock runs the module under its own lock instead of the host's.
  */
 
 #include <stdarg.h>
@@ -54,7 +58,7 @@ static int init_with_fault(char **argv)
 
     setenv("WRITEWATCH_BACKEND", argv[4], 1);
     writewatch_inject_error(atoi(argv[2]), atoi(argv[3]), 0);
-    writewatch_init();
+    writewatch_init(NULL);
     writewatch_get_info(&info);
     printf("%s: %s\n", writewatch_backend_name(info.backend), info.reason);
     return 0;
@@ -65,9 +69,17 @@ int main(int argc, char **argv)
     struct writewatch_info info;
     const struct test *test;
     size_t suite;
+    int own_lock = 0;
 
     if (argc == 5 && !strcmp(argv[1], "--init-fault")) return init_with_fault(argv);
-    host_init();
+    if (argc > 1 && !strcmp(argv[1], "--own-lock"))
+    {
+        own_lock = 1;
+        argv[1] = argv[0];
+        argc--;
+        argv++;
+    }
+    host_init(own_lock);
     writewatch_get_info(&info);
     printf("writewatch tests: backend %s (%s)\n", writewatch_backend_name(info.backend), info.reason);
     if (info.backend == WRITEWATCH_BACKEND_NONE)

@@ -5,11 +5,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/mman.h>
 
+#include "writewatch_private.h"
 #include "host.h"
 #include "test.h"
 
@@ -60,6 +63,42 @@ static void expect_pages_(int line, int flags, char *base, size_t pages, uintptr
             (unsigned long)count);
 }
 #define NONE -1
+
+struct query
+{
+    char *base;
+    size_t pages;
+    int done;
+};
+
+static void *query_thread(void *arg)
+{
+    struct query *query = arg;
+    void *array[64];
+    uintptr_t count = 64;
+
+    get_watch(0, query->base, query->pages * page, array, &count);
+    __atomic_store_n(&query->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* Whether another thread's query completes within 10 s: it would wait
+ * forever for a lock left taken. */
+static int other_thread_can_query(char *base, size_t pages)
+{
+    static struct query query;
+    pthread_t thread;
+    int i;
+
+    query.base = base;
+    query.pages = pages;
+    query.done = 0;
+    pthread_create(&thread, NULL, query_thread, &query);
+    for (i = 0; i < 10000 && !__atomic_load_n(&query.done, __ATOMIC_ACQUIRE); i++) usleep(1000);
+    if (!query.done) return 0;
+    pthread_join(thread, NULL);
+    return 1;
+}
 
 static void test_fresh_allocation_reports_nothing(void)
 {
@@ -517,13 +556,13 @@ static void test_lent_buffer_marks_what_was_written(void)
     ok(!writewatch_add_allocation(area, 8 * page, PROT_READ | PROT_WRITE), "first allocation\n");
     ok(!writewatch_add_allocation(area + 8 * page, 8 * page, PROT_READ | PROT_WRITE), "second allocation\n");
 
-    writewatch_prepare_buffer(area + page + 100, 2 * page);
-    writewatch_complete_buffer(area + page + 100, 2 * page, 0);
+    writewatch_lend_buffer(area + page + 100, 2 * page);
+    writewatch_buffer_written(area + page + 100, 2 * page, 0);
     expect_pages(0, area, 8, 64, NONE);
 
-    writewatch_prepare_buffer(area + 6 * page + 100, 4 * page);
+    writewatch_lend_buffer(area + 6 * page + 100, 4 * page);
     memset(area + 6 * page + 100, 1, page);
-    writewatch_complete_buffer(area + 6 * page + 100, 4 * page, page);
+    writewatch_buffer_written(area + 6 * page + 100, 4 * page, page);
     expect_pages(0, area, 8, 64, 6, 7);
     expect_pages(0, area + 8 * page, 8, 64, NONE);
 
@@ -593,7 +632,188 @@ static void test_array_inside_watched_range(void)
     host_free(base, 16 * page);
 }
 
-extern void test_stress_writers_and_collector(void);
+/* Output pointers the caller cannot write fail with an access violation
+ * before anything is reset, and leave no lock taken. */
+static void test_unwritable_outputs_change_nothing(void)
+{
+    char *base = alloc_rw(16);
+    char *out = mmap(NULL, 3 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* 16 entries, the last two in a read-only page */
+    void **array = (void **)(out + page - 14 * sizeof(void *));
+    uintptr_t count = 16, *read_only_count = (uintptr_t *)(out + 2 * page);
+    uint32_t granularity, *read_only_granularity = (uint32_t *)(out + 2 * page + 64);
+
+    base[page] = base[3 * page] = 1;
+    *read_only_count = 16;
+    ok(!mprotect(out + page, 2 * page, PROT_READ), "mprotect\n");
+    ok(host_get_write_watch(WRITEWATCH_FLAG_RESET, base, 16 * page, array, &count, &granularity) ==
+       WRITEWATCH_STATUS_ACCESS_VIOLATION, "an array running into a read-only page\n");
+    ok(count == 16, "the count changed\n");
+    ok(host_get_write_watch(WRITEWATCH_FLAG_RESET, base, 16 * page, results, read_only_count, &granularity) ==
+       WRITEWATCH_STATUS_ACCESS_VIOLATION, "a read-only count\n");
+    ok(host_get_write_watch(WRITEWATCH_FLAG_RESET, base, 16 * page, results, &count, read_only_granularity) ==
+       WRITEWATCH_STATUS_ACCESS_VIOLATION, "a read-only granularity\n");
+    ok(other_thread_can_query(base, 16), "a faulting call left the lock taken\n");
+    expect_pages(0, base, 16, 64, 1, 3);
+    munmap(out, 3 * page);
+    host_free(base, 16 * page);
+}
+
+/* The array may lie in a clean page of another watched allocation: the
+ * module writes it outside the lock, and the page is then written. */
+static void test_array_in_another_watched_allocation(void)
+{
+    char *base = alloc_rw(16), *other = alloc_rw(16);
+    void **array = (void **)(other + 4 * page);
+    uintptr_t count = 16;
+
+    base[2 * page] = 1;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, 16 * page, array, &count) == 0, "query failed\n");
+    ok(count == 1 && array[0] == base + 2 * page, "got %lu pages\n", (unsigned long)count);
+    expect_pages(0, other, 16, 64, 4);
+    expect_pages(0, base, 16, 64, NONE);
+    host_free(other, 16 * page);
+    host_free(base, 16 * page);
+}
+
+/* MEM_RESET is not a write, and forgets no write. */
+static void test_discard_keeps_written_state(void)
+{
+    char *base = alloc_rw(16);
+
+    base[page] = base[9 * page] = 1;
+    ok(writewatch_discard(base, 12 * page) == 0, "discard failed\n");
+    expect_pages(0, base, 16, 64, 1, 9);
+    ok(writewatch_reset_write_watch(base, 16 * page) == 0, "reset failed\n");
+    ok(writewatch_discard(base, 16 * page) == 0, "discard failed\n");
+    expect_pages(0, base, 16, 64, NONE);
+    base[2 * page] = 1;
+    expect_pages(0, base, 16, 64, 2);
+    host_free(base, 16 * page);
+}
+
+/* Written pages a resetting call took past a short array's end stay
+ * reported like any written page: a decommit clears them, where it keeps
+ * latched ones. */
+static void test_pages_past_a_short_array_follow_decommit(void)
+{
+    char *base = alloc_rw(16);
+
+    base[page] = 1;
+    host_protect(base, 16 * page, PROT_READ | PROT_WRITE);
+    host_decommit(base + page, page);
+    host_commit(base + page, page, PROT_READ | PROT_WRITE);
+    base[5 * page] = base[6 * page] = 1;
+    expect_pages(WRITEWATCH_FLAG_RESET, base, 16, 2, 1, 5);
+    expect_pages(0, base, 16, 64, 6);
+    host_decommit(base + 6 * page, page);
+    expect_pages(0, base, 16, 64, NONE);
+    host_free(base, 16 * page);
+}
+
+/* A write the host makes behind the tracking, as WriteProcessMemory does
+ * through /proc/PID/mem (which writes even read-only pages), is marked once
+ * the host says so. */
+static void test_write_behind_tracking_is_marked(void)
+{
+    char *base = alloc_rw(16);
+    int fd = open("/proc/self/mem", O_RDWR);
+
+    ok(fd >= 0, "/proc/self/mem\n");
+    ok(pwrite64(fd, "hello", 5, (off64_t)(uintptr_t)(base + 3 * page + 10)) == 5, "pwrite\n");
+    writewatch_buffer_written(base + 3 * page + 10, 5, 5);
+    ok(base[3 * page + 10] == 'h', "the data did not arrive\n");
+    expect_pages(0, base, 16, 64, 3);
+    base[7 * page] = 1;
+    expect_pages(0, base, 16, 64, 3, 7);
+    close(fd);
+    host_free(base, 16 * page);
+}
+
+/* ResetWriteWatch walks without an output vector on kernels where that is
+ * safe, and with one elsewhere: either resets exactly the range. */
+static void test_both_reset_walks_reset_exactly_the_range(void)
+{
+    int mode, i;
+
+    for (mode = 0; mode < 2; mode++)
+    {
+        int previous = writewatch_reset_without_vec(mode);
+        char *base = alloc_rw(64);
+
+        for (i = 0; i < 64; i += 3) base[i * page] = 1;
+        ok(writewatch_reset_write_watch(base + 10 * page, 20 * page) == 0, "reset failed\n");
+        expect_pages(0, base, 40, 64, 0, 3, 6, 9, 30, 33, 36, 39);
+        base[12 * page] = 1;
+        expect_pages(WRITEWATCH_FLAG_RESET, base + 10 * page, 20, 64, 2);
+        expect_pages(0, base, 16, 64, 0, 3, 6, 9);
+        writewatch_reset_without_vec(previous);
+        host_free(base, 64 * page);
+    }
+}
+
+static long read_number(const char *path)
+{
+    FILE *file = fopen(path, "r");
+    long value = -1;
+
+    if (file && fscanf(file, "%ld", &value) != 1) value = -1;
+    if (file) fclose(file);
+    return value;
+}
+
+static long mapping_count(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "r");
+    long lines = 0;
+    int c;
+
+    if (!maps) return -1;
+    while ((c = fgetc(maps)) != EOF) lines += c == '\n';
+    fclose(maps);
+    return lines;
+}
+
+static void write_every_page(void *arg)
+{
+    char *base = arg;
+    size_t i;
+
+    for (i = 0; i < 512; i += 2) base[i * page] = 1;
+    for (i = 1; i < 512; i += 2) base[i * page] = 1;
+}
+
+/* Past vm.max_map_count mprotect cannot split a mapping, which the fallback
+ * needs for each run of written pages: then writes still land, and every
+ * written page is reported (some clean ones may be too). */
+static void test_writes_past_the_mapping_limit(void)
+{
+    long limit = read_number("/proc/sys/vm/max_map_count"), spare = 32, fillers, i;
+    const char *preload = getenv("LD_PRELOAD");
+    char *base = alloc_rw(512), *filler;
+    uintptr_t count = MAX_PAGES;
+
+    if (preload && strstr(preload, "vgpreload"))
+    {
+        printf("skipped: valgrind needs mappings of its own\n");
+        host_free(base, 512 * page);
+        return;
+    }
+    /* every other page of the filler is a mapping of its own */
+    fillers = limit - mapping_count() - spare;
+    filler = mmap(NULL, 2 * fillers * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ok(limit > 0 && filler != MAP_FAILED, "cannot fill the mappings\n");
+    if (filler == MAP_FAILED) return;
+    for (i = 0; i < fillers; i++) mprotect(filler + 2 * i * page, page, PROT_READ);
+
+    ok(!host_faults(write_every_page, base), "a write faulted at the mapping limit\n");
+    munmap(filler, 2 * fillers * page);
+    ok(get_watch(0, base, 512 * page, results, &count) == 0 && count == 512, "%lu of 512 written pages reported\n",
+       (unsigned long)count);
+    host_free(base, 512 * page);
+}
+
+extern void test_stress_stop_the_world(void);
 
 const struct test writewatch_tests[] =
 {
@@ -625,6 +845,13 @@ const struct test writewatch_tests[] =
     { "many_allocations", test_many_allocations },
     { "large_writes_are_page_exact", test_large_writes_are_page_exact },
     { "array_inside_watched_range", test_array_inside_watched_range },
-    { "stress_writers_and_collector", test_stress_writers_and_collector },
+    { "unwritable_outputs_change_nothing", test_unwritable_outputs_change_nothing },
+    { "array_in_another_watched_allocation", test_array_in_another_watched_allocation },
+    { "discard_keeps_written_state", test_discard_keeps_written_state },
+    { "pages_past_a_short_array_follow_decommit", test_pages_past_a_short_array_follow_decommit },
+    { "write_behind_tracking_is_marked", test_write_behind_tracking_is_marked },
+    { "both_reset_walks_reset_exactly_the_range", test_both_reset_walks_reset_exactly_the_range },
+    { "writes_past_the_mapping_limit", test_writes_past_the_mapping_limit },
+    { "stress_stop_the_world", test_stress_stop_the_world },
     { NULL, NULL }
 };

@@ -299,7 +299,7 @@ static int child(void)
     char label[64];
 
     if (current == FLOOR) floor_init();
-    else host_init();
+    else host_init(0);
     if (current == FLOOR) page = sysconf(_SC_PAGESIZE);
     bench_first_write();
     for (s = 0; s < sizeof(sizes) / sizeof(sizes[0]) - quick; s++)

@@ -46,7 +46,7 @@ int main(void)
     struct writewatch_info info;
     struct utsname name;
 
-    writewatch_init();
+    writewatch_init(NULL);
     writewatch_get_info(&info);
     if (!uname(&name)) printf("%-16s %s %s %s\n", "kernel", name.sysname, name.release, name.machine);
     if (info.uffd_errno || info.uffd_features) print_kernel_support(&info);

@@ -3,39 +3,38 @@
  * Built with mingw-w64 and run under Wine (tools/run-wine).
  *
  *   writewatch.exe [TEST...]    runs every test, or the named ones;
+ *   writewatch.exe -TEST...     every test but the named ones;
  *                               ends with "N passed, N failed"
  */
 
 #include <windows.h>
+#include <winternl.h>
 #include <stdio.h>
 #include <string.h>
 
-#define PAGE 4096
+#include "wintest.h"
 
-static unsigned int passed, failed;
-static const char *current_test;
+LONG passed, failed;
+const char *current_test;
+void *results[8192];
 
-#define ok(condition, ...) ok_(__LINE__, (condition), __VA_ARGS__)
-
-static void __attribute__((format(printf, 3, 4))) ok_(int line, int condition, const char *format, ...)
+void ok_(int line, int condition, const char *format, ...)
 {
     va_list args;
 
     if (condition)
     {
-        InterlockedIncrement((LONG *)&passed);
+        InterlockedIncrement(&passed);
         return;
     }
-    InterlockedIncrement((LONG *)&failed);
+    InterlockedIncrement(&failed);
     printf("writewatch.c:%d: %s: test failed: ", line, current_test);
     va_start(args, format);
     vprintf(format, args);
     va_end(args);
 }
 
-static void *results[8192];
-
-static char *alloc_watched(SIZE_T size, DWORD type, DWORD protect)
+char *alloc_watched(SIZE_T size, DWORD type, DWORD protect)
 {
     char *base = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_WRITE_WATCH | type, protect);
 
@@ -43,12 +42,7 @@ static char *alloc_watched(SIZE_T size, DWORD type, DWORD protect)
     return base;
 }
 
-/* Checks that GetWriteWatch returns exactly the listed pages. */
-#define expect_pages(flags, base, pages, room, ...) \
-    expect_pages_(__LINE__, flags, base, pages, room, (const int[]){ __VA_ARGS__, -1 })
-#define NONE -1
-
-static void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR room, const int *expected)
+void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR room, const int *expected)
 {
     ULONG_PTR count = room, n = 0, i;
     ULONG granularity = 0;
@@ -62,6 +56,19 @@ static void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG
     for (i = 0; i < count && i < n; i++)
         ok_(line, results[i] == base + expected[i] * PAGE, "entry %Iu is page %Id, expected %d\n", i,
             ((char *)results[i] - base) / PAGE, expected[i]);
+}
+
+void join_or_die(HANDLE thread, DWORD ms, const char *what)
+{
+    if (WaitForSingleObject(thread, ms) == WAIT_OBJECT_0)
+    {
+        CloseHandle(thread);
+        return;
+    }
+    ok(0, "%s did not finish within %lu ms\n", what, ms);
+    printf("%ld passed, %ld failed\n", passed, failed);
+    fflush(stdout);
+    TerminateProcess(GetCurrentProcess(), 1);
 }
 
 static void test_allocation(void)
@@ -105,10 +112,6 @@ static void test_errors(void)
     ULONG_PTR count = 64;
     ULONG granularity;
     char stack[16];
-
-#define EXPECT_ERROR(call, error) \
-    do { SetLastError(0xdeadbeef); ok((call) == (UINT)-1 && GetLastError() == (error), \
-         #call ": error %lu\n", GetLastError()); } while (0)
 
     base[0] = 1;
     EXPECT_ERROR(GetWriteWatch(0, base, PAGE, results, NULL, &granularity), ERROR_NOACCESS);
@@ -282,74 +285,117 @@ static void test_sparse_1gib(void)
     VirtualFree(base, 0, MEM_RELEASE);
 }
 
-#define STRESS_PAGES 512
-#define STRESS_WRITERS 3
-#define STRESS_CALLS 20000
-
-static char *stress_base;
-static volatile LONG stop_writers;
-static LONG64 final_stamp[STRESS_PAGES], last_seen[STRESS_PAGES];
-
-static DWORD WINAPI stress_writer(void *arg)
+/* A VirtualProtect that fails changes nothing: it latches no page, so a
+ * decommit still clears what was written. */
+static void test_failed_protect_latches_nothing(void)
 {
-    int id = (int)(INT_PTR)arg;
-    unsigned int seed = id * 7919 + 1;
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    DWORD old;
 
-    while (!stop_writers)
-    {
-        int index;
-
-        seed = seed * 1103515245 + 12345;
-        index = (seed >> 8) % STRESS_PAGES;
-        if (index % STRESS_WRITERS != id || index % 8 == 7) continue;
-        InterlockedExchange64((LONG64 *)(stress_base + index * PAGE), ++final_stamp[index]);
-    }
-    return 0;
+    base[3 * PAGE] = 1;
+    ok(!VirtualProtect(base, 16 * PAGE, 0x12345678, &old), "an invalid protection was accepted\n");
+    ok(!VirtualProtect(base, 16 * PAGE, PAGE_READWRITE | PAGE_READONLY, &old), "two protections were accepted\n");
+    expect_pages(0, base, 16, 64, 3);
+    ok(VirtualFree(base + 3 * PAGE, PAGE, MEM_DECOMMIT), "decommit\n");
+    expect_pages(0, base, 16, 64, NONE);
+    VirtualFree(base, 0, MEM_RELEASE);
 }
 
-static ULONG_PTR stress_collect(unsigned long *false_reports)
+/* MEM_RESET is not a write, and forgets no write. */
+static void test_mem_reset_keeps_written_state(void)
 {
-    ULONG_PTR count = 16, i;
-    ULONG granularity;
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
 
-    if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, stress_base, STRESS_PAGES * PAGE, results, &count, &granularity))
-        return 0;
-    for (i = 0; i < count; i++)
-    {
-        int index = ((char *)results[i] - stress_base) / PAGE;
-
-        if (index % 8 == 7) (*false_reports)++;
-        /* a plain load: a locked compare-exchange would write the page */
-        else last_seen[index] = *(volatile LONG64 *)(stress_base + index * PAGE);
-    }
-    return count;
+    base[PAGE] = 1;
+    ok(VirtualAlloc(base, 4 * PAGE, MEM_RESET, PAGE_READWRITE) == base, "MEM_RESET: %lu\n", GetLastError());
+    expect_pages(0, base, 16, 64, 1);
+    ok(!ResetWriteWatch(base, 16 * PAGE), "ResetWriteWatch\n");
+    ok(VirtualAlloc(base, 16 * PAGE, MEM_RESET, PAGE_READWRITE) == base, "MEM_RESET: %lu\n", GetLastError());
+    expect_pages(0, base, 16, 64, NONE);
+    base[2 * PAGE] = 1;
+    expect_pages(0, base, 16, 64, 2);
+    VirtualFree(base, 0, MEM_RELEASE);
 }
 
-/* Writers stamp pages while a collector resets with a short array: every
- * last stamp is seen, and pages nobody writes are never reported. */
-static void test_threads_lose_no_write(void)
-{
-    HANDLE threads[STRESS_WRITERS];
-    unsigned long false_reports = 0, lost = 0, call;
-    DWORD start, elapsed;
-    int i;
+NTSTATUS NTAPI NtQueryValueKey(HANDLE, UNICODE_STRING *, int, void *, ULONG, ULONG *);
+#define KEY_VALUE_PARTIAL_INFORMATION 2
+#define PROCESS_IMAGE_FILE_NAME 27
 
-    stress_base = alloc_watched(STRESS_PAGES * PAGE, MEM_COMMIT, PAGE_READWRITE);
-    stop_writers = 0;
-    for (i = 0; i < STRESS_WRITERS; i++) threads[i] = CreateThread(NULL, 0, stress_writer, (void *)(INT_PTR)i, 0, NULL);
-    start = GetTickCount();
-    for (call = 0; call < STRESS_CALLS; call++) stress_collect(&false_reports);
-    elapsed = GetTickCount() - start;
-    stop_writers = 1;
-    WaitForMultipleObjects(STRESS_WRITERS, threads, TRUE, INFINITE);
-    while (stress_collect(&false_reports) == 16);
-    for (i = 0; i < STRESS_PAGES; i++) lost += last_seen[i] != final_stamp[i];
-    printf("threads: %d collector calls in %lu ms, %d writers: %lu lost, %lu false\n", STRESS_CALLS, elapsed,
-           STRESS_WRITERS, lost, false_reports);
-    ok(!lost, "%lu pages lost a write\n", lost);
-    ok(!false_reports, "%lu false reports\n", false_reports);
-    for (i = 0; i < STRESS_WRITERS; i++) CloseHandle(threads[i]);
-    VirtualFree(stress_base, 0, MEM_RELEASE);
+/* Calls whose output the Windows server writes straight into clean watched
+ * pages succeed, and the pages are written. */
+static void test_server_replies_into_watched_memory(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    HANDLE event = CreateEventA(NULL, FALSE, FALSE, "writewatch-test-event");
+    UNICODE_STRING name;
+    NTSTATUS status;
+    ULONG length;
+    HKEY key;
+
+    status = NtQueryObject(event, ObjectNameInformation, base + 2 * PAGE, PAGE, &length);
+    ok(!status, "NtQueryObject: %#lx\n", status);
+    status = NtQueryInformationProcess(GetCurrentProcess(), PROCESS_IMAGE_FILE_NAME, base + 5 * PAGE, PAGE, &length);
+    ok(!status, "NtQueryInformationProcess: %#lx\n", status);
+    ok(!RegOpenKeyExA(HKEY_LOCAL_MACHINE, "Software\\Microsoft\\Windows NT\\CurrentVersion", 0, KEY_READ, &key),
+       "RegOpenKeyEx\n");
+    RtlInitUnicodeString(&name, L"ProductName");
+    status = NtQueryValueKey(key, &name, KEY_VALUE_PARTIAL_INFORMATION, base + 9 * PAGE, PAGE, &length);
+    ok(!status, "NtQueryValueKey: %#lx\n", status);
+    expect_pages(0, base, 16, 64, 2, 5, 9);
+    RegCloseKey(key);
+    CloseHandle(event);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* WriteProcessMemory into the calling process writes the pages. */
+static void test_write_process_memory_marks_pages(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    SIZE_T done = 0;
+
+    ok(WriteProcessMemory(GetCurrentProcess(), base + 6 * PAGE + 10, "hello", 5, &done) && done == 5,
+       "WriteProcessMemory: %lu\n", GetLastError());
+    ok(!memcmp(base + 6 * PAGE + 10, "hello", 5), "the data did not arrive\n");
+    expect_pages(0, base, 16, 64, 6);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
+/* Every other page of 512 MiB: tracking that splits a mapping per written
+ * run needs 131,072 mappings, past vm.max_map_count.  Writes still land,
+ * and every written page is reported (clean ones may be too). */
+static void test_writes_past_the_mapping_limit(void)
+{
+    SIZE_T size = (SIZE_T)512 << 20, pages = size / PAGE, i, next = 0, missing = 0, reported = 0;
+    char *base = alloc_watched(size, MEM_COMMIT, PAGE_READWRITE);
+
+    if (!base) return;
+    for (i = 0; i < pages; i += 2) base[i * PAGE] = 1;
+    while (next < pages)
+    {
+        ULONG_PTR count = 8192, j;
+        ULONG granularity;
+
+        if (GetWriteWatch(0, base + next * PAGE, (pages - next) * PAGE, results, &count, &granularity))
+        {
+            ok(0, "GetWriteWatch failed: %lu\n", GetLastError());
+            break;
+        }
+        for (j = 0; j < count; j++)
+        {
+            SIZE_T index = ((char *)results[j] - base) / PAGE;
+
+            for (; next < index; next++) missing += next % 2 == 0;
+            next = index + 1;
+        }
+        reported += count;
+        if (count < 8192)
+        {
+            for (; next < pages; next++) missing += next % 2 == 0;
+        }
+    }
+    ok(!missing, "%Iu written pages not reported\n", missing);
+    ok(reported >= pages / 2 && reported <= pages, "%Iu pages reported\n", reported);
+    VirtualFree(base, 0, MEM_RELEASE);
 }
 
 static const struct
@@ -365,27 +411,48 @@ static const struct
     { "guard_page", test_guard_page },
     { "read_file", test_read_file },
     { "read_pipe", test_read_pipe },
+    { "failed_protect_latches_nothing", test_failed_protect_latches_nothing },
+    { "mem_reset_keeps_written_state", test_mem_reset_keeps_written_state },
+    { "server_replies_into_watched_memory", test_server_replies_into_watched_memory },
+    { "write_process_memory_marks_pages", test_write_process_memory_marks_pages },
+    { "writes_past_the_mapping_limit", test_writes_past_the_mapping_limit },
     { "sparse_1gib", test_sparse_1gib },
-    { "threads_lose_no_write", test_threads_lose_no_write },
+    { "unwritable_outputs", test_unwritable_outputs },
+    { "array_in_clean_page_beside_protect", test_array_in_clean_page_beside_protect },
+    { "suspended_inside_a_call", test_suspended_inside_a_call },
+    { "decommit_and_release_race", test_decommit_and_release_race },
+    { "stop_the_world", test_stop_the_world },
 };
+
+/* Whether the command line selects a test: by name, or, with "-NAME"
+ * arguments only, by not naming it. */
+static int is_selected(const char *name, int argc, char **argv)
+{
+    int i, excluding = 0;
+
+    for (i = 1; i < argc; i++)
+    {
+        if (argv[i][0] == '-' && !strcmp(argv[i] + 1, name)) return 0;
+        if (argv[i][0] == '-') excluding = 1;
+        else if (!strcmp(argv[i], name)) return 1;
+    }
+    return argc < 2 || excluding;
+}
 
 int main(int argc, char **argv)
 {
     unsigned int i;
-    int j;
 
     setvbuf(stdout, NULL, _IONBF, 0);
     for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
     {
-        unsigned int before = failed;
-        int selected = argc < 2;
+        LONG before = failed;
 
-        for (j = 1; j < argc; j++) selected |= !strcmp(argv[j], tests[i].name);
-        if (!selected) continue;
+        if (!is_selected(tests[i].name, argc, argv)) continue;
         current_test = tests[i].name;
         tests[i].run();
-        printf("%-28s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
+        printf("%-36s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
     }
-    printf("%u passed, %u failed\n", passed, failed);
+    printf("%ld passed, %ld failed\n", passed, failed);
     return failed != 0;
 }

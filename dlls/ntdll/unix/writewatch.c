@@ -3,7 +3,13 @@
  *
  * The core keeps the record of write-watched allocations, validates requests
  * with Windows' rules and status codes, and merges the backend's written
- * pages with the pages VirtualProtect latched.
+ * pages with the pages it holds itself: those VirtualProtect latched, and
+ * those a resetting call took from the backend but could not report.
+ *
+ * Everything that reads or changes write-watch state runs under one lock,
+ * the host's or the module's own (see include/writewatch.h).  A query
+ * gathers its answer as runs of pages into memory of the calling thread,
+ * and copies it to the caller only after leaving the lock.
  */
 
 #if 0
@@ -14,10 +20,12 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include "writewatch_private.h"
 #include "wine/debug.h"
@@ -26,10 +34,9 @@ WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
 size_t writewatch_page_size;
 
-/* Recursive: under the fallback, the module's own stores into a watched
- * output array fault, and the host's handler calls back in. */
-static pthread_mutex_t writewatch_mutex;
-static pthread_once_t writewatch_mutex_once = PTHREAD_ONCE_INIT;
+static const struct writewatch_lock *host_lock;
+static pthread_mutex_t own_mutex;
+static pthread_key_t gather_key;
 static const struct backend *default_backend;
 static struct writewatch_info init_info;
 
@@ -37,29 +44,175 @@ static struct writewatch_info init_info;
 static struct allocation **allocations;
 static size_t allocation_count, allocation_capacity;
 
-static void init_mutex(void)
+/* The module's own lock, for hosts that bring none: recursive, and it
+ * blocks every asynchronous signal, so that no thread is stopped while it
+ * holds it.  Synchronous signals stay deliverable; nothing faults under it. */
+static void own_enter(sigset_t *state)
 {
-    pthread_mutexattr_t attr;
+    sigset_t block;
 
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&writewatch_mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
+    sigfillset(&block);
+    sigdelset(&block, SIGSEGV);
+    sigdelset(&block, SIGBUS);
+    sigdelset(&block, SIGILL);
+    sigdelset(&block, SIGFPE);
+    sigdelset(&block, SIGTRAP);
+    pthread_sigmask(SIG_BLOCK, &block, state);
+    pthread_mutex_lock(&own_mutex);
 }
 
-static void lock(void)
+static void own_leave(sigset_t *state)
 {
-    pthread_once(&writewatch_mutex_once, init_mutex);
-    pthread_mutex_lock(&writewatch_mutex);
+    pthread_mutex_unlock(&own_mutex);
+    pthread_sigmask(SIG_SETMASK, state, NULL);
 }
 
-static void unlock(void)
+static const struct writewatch_lock own_lock = { own_enter, own_leave };
+
+static void lock(sigset_t *state)
 {
-    pthread_mutex_unlock(&writewatch_mutex);
+    host_lock->enter(state);
 }
 
-/* Addresses gathered per round when the core needs them for itself. */
-#define SCRATCH_ADDRESSES 256
+static void unlock(sigset_t *state)
+{
+    host_lock->leave(state);
+}
+
+/* Bitmaps */
+
+uint64_t *bitmap_alloc(size_t bits)
+{
+    return calloc((bits + 63) / 64, sizeof(uint64_t));
+}
+
+int bitmap_test(const uint64_t *bitmap, size_t index)
+{
+    return (bitmap[index / 64] >> (index % 64)) & 1;
+}
+
+/* Sets or clears the bits of [first, last), a word at a time. */
+static void bitmap_assign(uint64_t *bitmap, size_t first, size_t last, int value)
+{
+    while (first < last)
+    {
+        size_t shift = first % 64, bits = last - first < 64 - shift ? last - first : 64 - shift;
+        uint64_t mask = (bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1) << shift;
+
+        if (value) bitmap[first / 64] |= mask;
+        else bitmap[first / 64] &= ~mask;
+        first += bits;
+    }
+}
+
+void bitmap_set_range(uint64_t *bitmap, size_t first, size_t last)
+{
+    bitmap_assign(bitmap, first, last, 1);
+}
+
+void bitmap_clear_range(uint64_t *bitmap, size_t first, size_t last)
+{
+    if (bitmap) bitmap_assign(bitmap, first, last, 0);
+}
+
+/* First index in [first, last) whose bit, taken from a | b or inverted,
+ * is set; last if none. */
+static size_t bitmap_find(const uint64_t *a, const uint64_t *b, int invert, size_t first, size_t last)
+{
+    while (first < last)
+    {
+        size_t word = first / 64;
+        uint64_t bits = (a ? a[word] : 0) | (b ? b[word] : 0);
+
+        if (invert) bits = ~bits;
+        bits >>= first % 64;
+        if (bits)
+        {
+            first += __builtin_ctzll(bits);
+            return first < last ? first : last;
+        }
+        first = (word + 1) * 64;
+    }
+    return last;
+}
+
+size_t bitmap_next_set(const uint64_t *a, const uint64_t *b, size_t first, size_t last)
+{
+    return bitmap_find(a, b, 0, first, last);
+}
+
+size_t bitmap_next_clear(const uint64_t *bitmap, size_t first, size_t last)
+{
+    return bitmap_find(bitmap, NULL, 1, first, last);
+}
+
+/* Run buffers */
+
+int run_buffer_reserve(struct run_buffer *buf, size_t capacity)
+{
+    struct page_region *runs;
+
+    if (capacity <= buf->capacity) return 1;
+    if (!(runs = realloc(buf->runs, capacity * sizeof(*runs)))) return 0;
+    buf->runs = runs;
+    buf->capacity = capacity;
+    return 1;
+}
+
+int run_buffer_append(struct run_buffer *buf, char *start, char *end)
+{
+    struct page_region *run;
+
+    if (buf->count && buf->runs[buf->count - 1].end == (uintptr_t)start)
+    {
+        buf->runs[buf->count - 1].end = (uintptr_t)end;
+        return 1;
+    }
+    if (buf->count == buf->capacity && !run_buffer_reserve(buf, buf->capacity * 2 + 64)) return 0;
+    run = &buf->runs[buf->count++];
+    run->start = (uintptr_t)start;
+    run->end = (uintptr_t)end;
+    run->categories = PAGE_IS_WRITTEN;
+    return 1;
+}
+
+/* The runs a calling thread gathers: what the backend reported, and that
+ * merged with the core's pages.  They are the thread's own, since the copy
+ * to the caller happens outside the lock, and are kept for its next call:
+ * sized once for the largest answer, they cost no allocation afterwards, and
+ * a fault while copying out leaks nothing. */
+struct gather
+{
+    struct run_buffer found;
+    struct run_buffer merged;
+};
+
+static void free_gather(void *ptr)
+{
+    struct gather *gather = ptr;
+
+    free(gather->found.runs);
+    free(gather->merged.runs);
+    free(gather);
+}
+
+static struct gather *thread_gather(void)
+{
+    struct gather *gather = pthread_getspecific(gather_key);
+
+    if (!gather && (gather = calloc(1, sizeof(*gather)))) pthread_setspecific(gather_key, gather);
+    if (gather) gather->found.count = gather->merged.count = 0;
+    return gather;
+}
+
+/* The most runs [first, last) can hold with at most max_pages pages in
+ * them: runs are separated by clean pages. */
+static size_t max_runs(size_t first, size_t last, uintptr_t max_pages)
+{
+    size_t runs = (last - first + 1) / 2;
+
+    return runs < max_pages ? runs : max_pages;
+}
 
 const char *writewatch_backend_name(enum writewatch_backend backend)
 {
@@ -71,17 +224,32 @@ const char *writewatch_backend_name(enum writewatch_backend backend)
     }
 }
 
+static void init_own_lock(void)
+{
+    pthread_mutexattr_t attr;
+
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&own_mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
 /* Chooses the backend once; WRITEWATCH_BACKEND forces one. */
-enum writewatch_backend writewatch_init(void)
+enum writewatch_backend writewatch_init(const struct writewatch_lock *lock_ops)
 {
     const char *request = getenv("WRITEWATCH_BACKEND");
+    sigset_t state;
 
-    lock();
-    if (writewatch_page_size)
+    if (host_lock) return init_info.backend;
+    if (!lock_ops)
     {
-        unlock();
-        return init_info.backend;
+        init_own_lock();
+        lock_ops = &own_lock;
     }
+    host_lock = lock_ops;
+    pthread_key_create(&gather_key, free_gather);
+
+    lock(&state);
     writewatch_page_size = sysconf(_SC_PAGESIZE);
     if (!request || !*request) request = "auto";
     if (strcmp(request, "auto") && strcmp(request, "uffd") && strcmp(request, "mprotect"))
@@ -107,15 +275,13 @@ enum writewatch_backend writewatch_init(void)
         WARN("backend mprotect: %s\n", init_info.reason);
     else
         ERR("WRITEWATCH_BACKEND=uffd, but the kernel backend is unavailable: %s\n", init_info.reason);
-    unlock();
+    unlock(&state);
     return init_info.backend;
 }
 
 void writewatch_get_info(struct writewatch_info *info)
 {
-    lock();
     *info = init_info;
-    unlock();
 }
 
 /* Index of the first allocation whose end lies above addr. */
@@ -159,7 +325,7 @@ static int round_range(const void *base, size_t size, char **start, char **end)
     uintptr_t first = (uintptr_t)base & ~(writewatch_page_size - 1);
     uintptr_t last = (uintptr_t)base + size - 1;
 
-    if (!size || last < (uintptr_t)base) return 0;
+    if (!writewatch_page_size || !size || last < (uintptr_t)base) return 0;
     last |= writewatch_page_size - 1;
     if (last == UINTPTR_MAX) return 0;
     *start = (char *)first;
@@ -203,6 +369,7 @@ static int insert_allocation(struct allocation *alloc)
 static void free_allocation(struct allocation *alloc)
 {
     free(alloc->latched);
+    free(alloc->kept);
     free(alloc->written);
     free(alloc->prot);
     free(alloc);
@@ -233,6 +400,7 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
     writewatch_status status;
     struct allocation *alloc;
     char *end = (char *)base + size;
+    sigset_t state;
 
     if (!host_range_is_valid(base, size)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (!default_backend) return WRITEWATCH_STATUS_NOT_SUPPORTED;
@@ -242,7 +410,7 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
     alloc->pages = size / writewatch_page_size;
     alloc->backend = default_backend;
 
-    lock();
+    lock(&state);
     if (find_allocation(base) || find_allocation(end - 1) ||
         find_allocation_index(base) != find_allocation_index(end - 1))
     {
@@ -259,15 +427,17 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
         delete_allocation_at(find_allocation_index(base));
     else
         TRACE("%p-%p prot %#x backend %s\n", base, end, unix_prot, alloc->backend->name);
-    unlock();
+    unlock(&state);
     return status;
 }
 
 void writewatch_remove_allocation(void *base)
 {
+    sigset_t state;
     size_t index;
 
-    lock();
+    if (!writewatch_page_size) return;
+    lock(&state);
     index = find_allocation_index(base);
     if (index < allocation_count && allocations[index]->base == base)
     {
@@ -278,41 +448,164 @@ void writewatch_remove_allocation(void *base)
         delete_allocation_at(index);
     }
     else WARN("%p is not a watched allocation\n", base);
-    unlock();
+    unlock(&state);
 }
 
 int writewatch_is_watched(const void *addr)
 {
+    sigset_t state;
     int watched;
 
-    lock();
+    if (!writewatch_page_size) return 0;
+    lock(&state);
     watched = find_allocation(addr) != NULL;
-    unlock();
+    unlock(&state);
     return watched;
 }
 
-static int ensure_latched_bitmap(struct allocation *alloc)
+static int ensure_bitmap(uint64_t **bitmap, const struct allocation *alloc)
 {
-    if (!alloc->latched) alloc->latched = calloc((alloc->pages + 7) / 8, 1);
-    return alloc->latched != NULL;
+    if (!*bitmap) *bitmap = bitmap_alloc(alloc->pages);
+    return *bitmap != NULL;
+}
+
+/* Keeps the pages of runs from index i on, past page cut, which the
+ * backend reset but nobody was told of: they stay reported. */
+static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, size_t i, size_t cut)
+{
+    for (; i < runs->count; i++)
+    {
+        size_t first = page_index(alloc, (char *)(uintptr_t)runs->runs[i].start);
+        size_t last = page_index(alloc, (char *)(uintptr_t)runs->runs[i].end);
+
+        if (first < cut) first = cut;
+        if (first < last) bitmap_set_range(alloc->kept, first, last);
+    }
+}
+
+/* The core's own pages (latched or kept) of [first, last) are reported. */
+static void forget_core_pages(struct allocation *alloc, size_t first, size_t last)
+{
+    bitmap_clear_range(alloc->latched, first, last);
+    bitmap_clear_range(alloc->kept, first, last);
+}
+
+/* Stores in out the first max_pages pages of found and of the core's own
+ * pages in [first, last).  With reset, the core's pages reported are
+ * forgotten, and found pages past the cut, which the backend reset, kept.
+ * out has room for every run. */
+static void merge_core_pages(struct allocation *alloc, size_t first, size_t last, int reset, uintptr_t max_pages,
+                             const struct run_buffer *found, struct run_buffer *out)
+{
+    size_t i = 0, cursor = first;
+
+    while (max_pages)
+    {
+        size_t run_first = last, run_last = last, core, take_first, take_last;
+
+        if (i < found->count)
+        {
+            run_first = page_index(alloc, (char *)(uintptr_t)found->runs[i].start);
+            run_last = page_index(alloc, (char *)(uintptr_t)found->runs[i].end);
+        }
+        core = bitmap_next_set(alloc->latched, alloc->kept, cursor, run_first);
+        if (core < run_first)
+        {
+            take_first = core;
+            take_last = core + 1;
+        }
+        else if (i < found->count)
+        {
+            take_first = run_first;
+            take_last = run_last - run_first < max_pages ? run_last : run_first + max_pages;
+        }
+        else break;
+
+        run_buffer_append(out, page_address(alloc, take_first), page_address(alloc, take_last));
+        if (reset) forget_core_pages(alloc, take_first, take_last);
+        max_pages -= take_last - take_first;
+        cursor = take_last;
+        if (cursor == run_last) i++;
+    }
+    if (reset) keep_pages(alloc, found, i, cursor);
+}
+
+/* Gathers the first max_pages written pages of [start, end), the backend's
+ * and the core's, into *result; with reset, resets exactly those.  On
+ * failure, the pages the backend had already reset stay reported. */
+static writewatch_status gather_pages(struct allocation *alloc, char *start, char *end, int reset,
+                                      uintptr_t max_pages, struct gather *gather, const struct run_buffer **result)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+    size_t room = max_runs(first, last, max_pages) + 1;
+    writewatch_status status;
+
+    if (reset && !ensure_bitmap(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+    if (!run_buffer_reserve(&gather->found, room)) return WRITEWATCH_STATUS_NO_MEMORY;
+    if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, &gather->found)))
+    {
+        if (reset) keep_pages(alloc, &gather->found, 0, first);
+        return status;
+    }
+    *result = &gather->found;
+    if (bitmap_next_set(alloc->latched, alloc->kept, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
+
+    if (!run_buffer_reserve(&gather->merged, room))
+    {
+        if (reset) keep_pages(alloc, &gather->found, 0, first);
+        return WRITEWATCH_STATUS_NO_MEMORY;
+    }
+    merge_core_pages(alloc, first, last, reset, max_pages, &gather->found, &gather->merged);
+    *result = &gather->merged;
+    return WRITEWATCH_STATUS_SUCCESS;
 }
 
 /* Copies the written state of [start, end) into the latched bitmap. */
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
-    void *scratch[SCRATCH_ADDRESSES];
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
+    struct gather *gather = thread_gather();
     writewatch_status status;
 
-    while (start < end)
+    if (!gather || !run_buffer_reserve(&gather->found, max_runs(first, last, UINTPTR_MAX) + 1))
+        return WRITEWATCH_STATUS_NO_MEMORY;
+    if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &gather->found))) return status;
+    if (alloc->kept)
     {
-        uintptr_t i, pos = 0;
+        for (i = bitmap_next_set(alloc->kept, NULL, first, last); i < last;
+             i = bitmap_next_set(alloc->kept, NULL, i, last))
+        {
+            size_t run_last = bitmap_next_clear(alloc->kept, i, last);
 
-        status = alloc->backend->collect(alloc, start, end, 0, scratch, SCRATCH_ADDRESSES, &pos, &start);
-        if (status) return status;
-        if (pos && !ensure_latched_bitmap(alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-        for (i = 0; i < pos; i++) bitmap_set(alloc->latched, page_index(alloc, scratch[i]));
+            if (!run_buffer_append(&gather->found, page_address(alloc, i), page_address(alloc, run_last)))
+                return WRITEWATCH_STATUS_NO_MEMORY;
+            i = run_last;
+        }
     }
+    if (!gather->found.count) return WRITEWATCH_STATUS_SUCCESS;
+    if (!ensure_bitmap(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+    for (i = 0; i < gather->found.count; i++)
+        bitmap_set_range(alloc->latched, page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].start),
+                         page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].end));
     return WRITEWATCH_STATUS_SUCCESS;
+}
+
+/* The pages are written anew from here on: the written state the core
+ * held for them is gone, what VirtualProtect latched stays. */
+static writewatch_status decommit_pages(struct allocation *alloc, char *start, char *end)
+{
+    bitmap_clear_range(alloc->kept, page_index(alloc, start), page_index(alloc, end));
+    return alloc->backend->decommit(alloc, start, end);
+}
+
+/* MEM_RESET: the kernel may drop the contents when it needs the memory.
+ * MADV_FREE keeps page table entries, and with them the written state of
+ * every page, where MADV_DONTNEED would zap it; MEM_RESET is only a hint,
+ * so a kernel without MADV_FREE drops nothing. */
+static writewatch_status discard_pages(WW_UNUSED struct allocation *alloc, char *start, char *end)
+{
+    if (!madvise(start, end - start, MADV_FREE) || errno == EINVAL) return WRITEWATCH_STATUS_SUCCESS;
+    return status_from_errno(errno);
 }
 
 enum host_change
@@ -320,6 +613,7 @@ enum host_change
     HOST_PROTECT,
     HOST_LATCH,
     HOST_DECOMMIT,
+    HOST_DISCARD,
 };
 
 /* Applies a host change to the allocation that holds its page-aligned range. */
@@ -328,20 +622,23 @@ static writewatch_status apply_host_change(enum host_change change, void *base, 
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
     char *start = base, *end = start + size;
+    sigset_t state;
 
     TRACE("%d %p-%p prot %#x\n", change, start, end, unix_prot);
     if (!host_range_is_valid(base, size)) return status;
 
-    lock();
+    lock(&state);
     if (!(alloc = find_allocation_for_range(start, end)))
         WARN("%p-%p is not inside one watched allocation\n", start, end);
     else if (change == HOST_PROTECT)
         status = alloc->backend->set_protection(alloc, start, end, unix_prot);
     else if (change == HOST_LATCH)
         status = latch_written_pages(alloc, start, end);
+    else if (change == HOST_DECOMMIT)
+        status = decommit_pages(alloc, start, end);
     else
-        status = alloc->backend->decommit(alloc, start, end);
-    unlock();
+        status = discard_pages(alloc, start, end);
+    unlock(&state);
     return status;
 }
 
@@ -359,94 +656,79 @@ writewatch_status writewatch_latch(void *base, size_t size)
 {
     return apply_host_change(HOST_LATCH, base, size, 0);
 }
-/* First latched page in [start, end), or end. */
-static char *next_latched_page(const struct allocation *alloc, char *start, char *end)
-{
-    size_t index, last;
 
-    if (!alloc->latched) return end;
-    last = page_index(alloc, end);
-    for (index = page_index(alloc, start); index < last; index++)
-    {
-        if (!alloc->latched[index / 8]) index |= 7;
-        else if (bitmap_test(alloc->latched, index)) return alloc->base + index * writewatch_page_size;
-    }
-    return end;
+writewatch_status writewatch_discard(void *base, size_t size)
+{
+    return apply_host_change(HOST_DISCARD, base, size, 0);
 }
 
-/* Keeps pages a failed reset call already took from the backend. */
-static void keep_reported_pages(struct allocation *alloc, void **addresses, uintptr_t count)
+/* Windows' ProbeForWrite: a store that changes nothing to every page of
+ * [ptr, ptr + size), so that memory the caller cannot write faults here,
+ * before anything is reset and with no lock held.  A compare-and-swap
+ * stores even when other threads write the same bytes meanwhile. */
+static void probe_for_write(void *ptr, size_t size)
 {
-    uintptr_t i;
+    char *byte = ptr, *end = byte + size;
 
-    if (!count || !ensure_latched_bitmap(alloc))
+    while (byte < end)
     {
-        if (count) ERR("lost the written state of %lu pages\n", (unsigned long)count);
-        return;
+        char old = __atomic_load_n(byte, __ATOMIC_RELAXED);
+
+        while (!__atomic_compare_exchange_n(byte, &old, old, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+        byte = (char *)(((uintptr_t)byte | (writewatch_page_size - 1)) + 1);
     }
-    for (i = 0; i < count; i++) bitmap_set(alloc->latched, page_index(alloc, addresses[i]));
 }
 
-/* Reports written and latched pages of [start, end) in ascending order, and
- * with reset resets exactly the reported ones. */
-static writewatch_status collect_pages(struct allocation *alloc, char *start, char *end, int reset,
-                                       void **addresses, uintptr_t count, uintptr_t *pos)
+static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
 {
-    const struct backend *backend = alloc->backend;
-    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
-    char *cursor = start, *latched, *next;
+    uintptr_t count = 0, page;
+    size_t i;
 
-    while (cursor < end && *pos < count)
-    {
-        latched = next_latched_page(alloc, cursor, end);
-        if (cursor < latched)
-        {
-            status = backend->collect(alloc, cursor, latched, reset, addresses, count, pos, &next);
-            if (status || next < latched) break;
-        }
-        if (latched == end || *pos == count) break;
-
-        addresses[(*pos)++] = latched;
-        cursor = latched + writewatch_page_size;
-        if (!reset) continue;
-        bitmap_clear(alloc->latched, page_index(alloc, latched));
-        if ((status = backend->reset(alloc, latched, cursor))) break;
-    }
-    if (status && reset) keep_reported_pages(alloc, addresses, *pos);
-    return status;
+    for (i = 0; i < runs->count; i++)
+        for (page = runs->runs[i].start; page < runs->runs[i].end; page += writewatch_page_size)
+            addresses[count++] = (void *)page;
+    return count;
 }
 
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
                                              uintptr_t *count, uint32_t *granularity)
 {
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
+    const struct run_buffer *runs = NULL;
     struct allocation *alloc;
-    uintptr_t pos = 0;
+    struct gather *gather;
+    uintptr_t room;
     char *start, *end;
+    sigset_t state;
 
     /* Wine 8.0's order of checks, which its conformance tests expect, with
-     * Windows' alignment probes of the output pointers where they are first
-     * used: the module stores through them. */
+     * Windows' alignment checks and probes of the output pointers. */
     if (!count || !granularity) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
     if (!is_aligned(count, sizeof(*count)) || !is_aligned(granularity, sizeof(*granularity)))
         return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
-    if (!*count || !size) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (!(room = *count) || !size) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (flags & ~WRITEWATCH_FLAG_RESET) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (!addresses) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
     if (!is_aligned(addresses, sizeof(*addresses))) return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
-    if (!writewatch_page_size || !round_range(base, size, &start, &end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (room > (UINTPTR_MAX - (uintptr_t)addresses) / sizeof(*addresses)) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
+    if (!round_range(base, size, &start, &end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
 
-    TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)*count);
+    probe_for_write(count, sizeof(*count));
+    probe_for_write(granularity, sizeof(*granularity));
+    probe_for_write(addresses, room * sizeof(*addresses));
+    if (!(gather = thread_gather())) return WRITEWATCH_STATUS_NO_MEMORY;
 
-    lock();
+    TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)room);
+
+    lock(&state);
     if ((alloc = find_allocation_for_range(start, end)))
-        status = collect_pages(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, addresses, *count, &pos);
-    unlock();
-
+        status = gather_pages(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, room, gather, &runs);
+    unlock(&state);
     if (status) return status;
-    *count = pos;
+
+    *count = copy_out(runs, addresses);
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages\n", (unsigned long)pos);
+    TRACE("returning %lu pages\n", (unsigned long)*count);
     return status;
 }
 
@@ -454,52 +736,53 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
 {
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
+    struct gather *gather;
     char *start, *end;
+    sigset_t state;
 
-    if (!writewatch_page_size || !round_range(base, size, &start, &end)) return status;
+    if (!round_range(base, size, &start, &end)) return status;
+    if (!(gather = thread_gather())) return WRITEWATCH_STATUS_NO_MEMORY;
 
     TRACE("%p-%p\n", start, end);
 
-    lock();
-    if ((alloc = find_allocation_for_range(start, end)))
-    {
-        status = alloc->backend->reset(alloc, start, end);
-        if (!status && alloc->latched)
-        {
-            size_t index, last = page_index(alloc, end);
-
-            for (index = page_index(alloc, start); index < last; index++) bitmap_clear(alloc->latched, index);
-        }
-    }
-    unlock();
+    lock(&state);
+    if ((alloc = find_allocation_for_range(start, end)) &&
+        !(status = alloc->backend->reset(alloc, start, end, &gather->found)))
+        forget_core_pages(alloc, page_index(alloc, start), page_index(alloc, end));
+    unlock(&state);
     return status;
 }
 
 int writewatch_handle_fault(void *addr)
 {
     struct allocation *alloc;
-    char *page = (char *)((uintptr_t)addr & ~(writewatch_page_size - 1));
+    char *page;
+    sigset_t state;
     int handled = 0;
 
     if (!writewatch_page_size) return 0;
-    lock();
+    page = (char *)((uintptr_t)addr & ~(writewatch_page_size - 1));
+    lock(&state);
     if ((alloc = find_allocation(page)) && alloc->backend->handle_fault)
         handled = alloc->backend->handle_fault(alloc, page);
-    unlock();
+    unlock(&state);
     return handled;
 }
 
-/* Calls prepare_buffer or complete_buffer on each allocation that a buffer
- * of a system call overlaps. */
-static void apply_to_buffer(void *base, size_t size, size_t written, int complete)
+/* Lends each allocation that a system call's buffer overlaps its part, or
+ * gives it back with the written bytes marked; returns nonzero when any
+ * part was lent. */
+static int apply_to_buffer(void *base, size_t size, size_t written, int lend)
 {
     char *start, *end, *written_end;
+    int lent = 0;
+    sigset_t state;
     size_t index;
 
-    if (!writewatch_page_size || !round_range(base, size, &start, &end)) return;
+    if (!round_range(base, size, &start, &end)) return 0;
     /* nothing written marks no page, even when the buffer starts mid-page */
     written_end = written ? (char *)base + (written < size ? written : size) : start;
-    lock();
+    lock(&state);
     for (index = find_allocation_index(start); index < allocation_count; index++)
     {
         struct allocation *alloc = allocations[index];
@@ -508,21 +791,21 @@ static void apply_to_buffer(void *base, size_t size, size_t written, int complet
         char *marked_end = written_end < first ? first : written_end < last ? written_end : last;
 
         if (alloc->base >= end) break;
-        if (!complete && alloc->backend->prepare_buffer) alloc->backend->prepare_buffer(alloc, first, last);
-        if (complete && alloc->backend->complete_buffer)
-            alloc->backend->complete_buffer(alloc, first, last, marked_end);
+        if (lend && alloc->backend->lend_buffer) lent |= alloc->backend->lend_buffer(alloc, first, last);
+        if (!lend && alloc->backend->buffer_written) alloc->backend->buffer_written(alloc, first, last, marked_end);
     }
-    unlock();
+    unlock(&state);
+    return lent;
 }
 
-void writewatch_prepare_buffer(void *base, size_t size)
+int writewatch_lend_buffer(void *base, size_t size)
 {
     TRACE("%p-%p\n", base, (char *)base + size);
-    apply_to_buffer(base, size, 0, 0);
+    return apply_to_buffer(base, size, 0, 1);
 }
 
-void writewatch_complete_buffer(void *base, size_t size, size_t written)
+void writewatch_buffer_written(void *base, size_t size, size_t written)
 {
     TRACE("%p-%p written %lu\n", base, (char *)base + size, (unsigned long)written);
-    apply_to_buffer(base, size, written, 1);
+    apply_to_buffer(base, size, written, 0);
 }

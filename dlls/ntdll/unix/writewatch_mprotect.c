@@ -6,6 +6,10 @@
  * handler calls writewatch_handle_fault(), and the page gets its protection
  * back and is marked written.  Protection always changes before the written
  * bit does, so a racing write either faults or was already counted.
+ *
+ * Each run of written pages is a mapping of its own.  Past vm.max_map_count
+ * mprotect cannot split a mapping any more: then pages stay writable and
+ * count as written, over-reporting rather than faulting the program.
  */
 
 #if 0
@@ -24,15 +28,15 @@
 
 WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
-static char *page_address(const struct allocation *alloc, size_t index)
+static int is_written(const struct allocation *alloc, size_t index)
 {
-    return alloc->base + index * writewatch_page_size;
+    return bitmap_test(alloc->written, index);
 }
 
 /* Clean pages are read-only, unless lent to a system call. */
 static int effective_prot(const struct allocation *alloc, size_t index, int lend)
 {
-    if (lend || bitmap_test(alloc->written, index)) return alloc->prot[index];
+    if (lend || is_written(alloc, index)) return alloc->prot[index];
     return alloc->prot[index] & ~PROT_WRITE;
 }
 
@@ -40,8 +44,8 @@ static writewatch_status protect_pages(const struct allocation *alloc, size_t fi
 {
     if (!mprotect(page_address(alloc, first), (last - first) * writewatch_page_size, unix_prot))
         return WRITEWATCH_STATUS_SUCCESS;
-    ERR("mprotect %p-%p %#x: %s\n", page_address(alloc, first), page_address(alloc, last), unix_prot,
-        strerror(errno));
+    WARN("mprotect %p-%p %#x: %s\n", page_address(alloc, first), page_address(alloc, last), unix_prot,
+         strerror(errno));
     return status_from_errno(errno);
 }
 
@@ -66,12 +70,14 @@ static writewatch_status apply_protection(const struct allocation *alloc, size_t
  * that may be written, clearing takes written pages. */
 static int page_changes_state(const struct allocation *alloc, size_t index, int mark)
 {
-    if (mark) return !bitmap_test(alloc->written, index) && (alloc->prot[index] & PROT_WRITE);
-    return bitmap_test(alloc->written, index);
+    if (mark) return !is_written(alloc, index) && (alloc->prot[index] & PROT_WRITE);
+    return is_written(alloc, index);
 }
 
 /* Marks clean pages of [first, last) written, or clears written ones, run by
- * run: protection first, then the bits. */
+ * run: protection first, then the bits.  A run whose protection cannot
+ * change stays as it was: for marking that is a failure, for clearing an
+ * over-report. */
 static writewatch_status change_written_state(struct allocation *alloc, size_t first, size_t last, int mark)
 {
     writewatch_status status;
@@ -89,12 +95,13 @@ static writewatch_status change_written_state(struct allocation *alloc, size_t f
         prot = alloc->prot[first];
         for (end = first + 1; end < last; end++)
             if (!page_changes_state(alloc, end, mark) || alloc->prot[end] != prot) break;
-        if ((status = protect_pages(alloc, first, end, mark ? prot : prot & ~PROT_WRITE))) return status;
-        for (; first < end; first++)
+        if ((status = protect_pages(alloc, first, end, mark ? prot : prot & ~PROT_WRITE)))
         {
-            if (mark) bitmap_set(alloc->written, first);
-            else bitmap_clear(alloc->written, first);
+            if (mark) return status;
         }
+        else if (mark) bitmap_set_range(alloc->written, first, end);
+        else bitmap_clear_range(alloc->written, first, end);
+        first = end;
     }
     return WRITEWATCH_STATUS_SUCCESS;
 }
@@ -103,7 +110,7 @@ static writewatch_status mprotect_add(struct allocation *alloc, int unix_prot)
 {
     writewatch_status status;
 
-    alloc->written = calloc((alloc->pages + 7) / 8, 1);
+    alloc->written = bitmap_alloc(alloc->pages);
     alloc->prot = malloc(alloc->pages);
     if (!alloc->written || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
     memset(alloc->prot, unix_prot, alloc->pages);
@@ -125,60 +132,82 @@ static writewatch_status mprotect_set_protection(struct allocation *alloc, char 
 /* The host mapped fresh inaccessible pages: nothing on them is written. */
 static writewatch_status mprotect_decommit(struct allocation *alloc, char *start, char *end)
 {
-    size_t index, last = page_index(alloc, end);
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
 
-    for (index = page_index(alloc, start); index < last; index++)
-    {
-        bitmap_clear(alloc->written, index);
-        alloc->prot[index] = PROT_NONE;
-    }
+    bitmap_clear_range(alloc->written, first, last);
+    memset(alloc->prot + first, PROT_NONE, last - first);
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
 static writewatch_status mprotect_collect(struct allocation *alloc, char *start, char *end, int reset,
-                                          void **addresses, uintptr_t room, uintptr_t *pos, char **next)
+                                          uintptr_t max_pages, struct run_buffer *out)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), index;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
+    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
 
-    for (index = first; index < last && *pos < room; index++)
+    while (max_pages && (index = bitmap_next_set(alloc->written, NULL, index, last)) < last)
     {
-        if (!alloc->written[index / 8]) index |= 7;
-        else if (bitmap_test(alloc->written, index)) addresses[(*pos)++] = page_address(alloc, index);
+        size_t run_end = bitmap_next_clear(alloc->written, index, last);
+
+        if (run_end - index > max_pages) run_end = index + max_pages;
+        if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end)))
+        {
+            status = WRITEWATCH_STATUS_NO_MEMORY;
+            break;
+        }
+        max_pages -= run_end - index;
+        index = run_end;
     }
-    if (index > last) index = last;
-    *next = page_address(alloc, index);
-    /* every written page before index was reported */
-    return reset ? change_written_state(alloc, first, index, 0) : WRITEWATCH_STATUS_SUCCESS;
+    /* every written page before index is in out */
+    if (reset) change_written_state(alloc, first, index, 0);
+    return status;
 }
 
-static writewatch_status mprotect_reset(struct allocation *alloc, char *start, char *end)
+static writewatch_status mprotect_reset(struct allocation *alloc, char *start, char *end,
+                                        WW_UNUSED struct run_buffer *scratch)
 {
     return change_written_state(alloc, page_index(alloc, start), page_index(alloc, end), 0);
 }
 
+/* Whether a page belongs to the same mapping as a clean page of protection
+ * prot: clean, with the same protection. */
+static int same_clean_mapping(const struct allocation *alloc, size_t index, int prot)
+{
+    return !is_written(alloc, index) && alloc->prot[index] == prot;
+}
+
 static int mprotect_handle_fault(struct allocation *alloc, char *page)
 {
-    size_t index = page_index(alloc, page);
+    size_t index = page_index(alloc, page), first = index, last = index + 1;
+    int prot = alloc->prot[index];
 
-    if (!(alloc->prot[index] & PROT_WRITE)) return 0;
+    if (!(prot & PROT_WRITE)) return 0;
     /* another thread may have resolved it first: the write can be retried */
-    if (bitmap_test(alloc->written, index)) return 1;
-    return !change_written_state(alloc, index, index + 1, 1);
+    if (is_written(alloc, index)) return 1;
+    if (!change_written_state(alloc, index, index + 1, 1)) return 1;
+
+    /* Splitting the mapping failed: give the whole mapping its protection
+     * back, which needs no split, and call every page of it written. */
+    while (first && same_clean_mapping(alloc, first - 1, prot)) first--;
+    while (last < alloc->pages && same_clean_mapping(alloc, last, prot)) last++;
+    WARN("over-reporting %p-%p: cannot split the mapping\n", page_address(alloc, first), page_address(alloc, last));
+    return !change_written_state(alloc, first, last, 1);
 }
 
 /* Writes by other threads to the lent pages go unseen until the call
  * completes, as with Wine 8.0's own fallback. */
-static void mprotect_prepare_buffer(struct allocation *alloc, char *start, char *end)
+static int mprotect_lend_buffer(struct allocation *alloc, char *start, char *end)
 {
     apply_protection(alloc, page_index(alloc, start), page_index(alloc, end), 1);
+    return 1;
 }
 
-static void mprotect_complete_buffer(struct allocation *alloc, char *start, char *end, char *written_end)
+static void mprotect_buffer_written(struct allocation *alloc, char *start, char *end, char *written_end)
 {
     size_t index, first = page_index(alloc, start), written = page_index(alloc, written_end + writewatch_page_size - 1);
 
     for (index = first; index < written; index++)
-        if (alloc->prot[index] & PROT_WRITE) bitmap_set(alloc->written, index);
+        if (alloc->prot[index] & PROT_WRITE) bitmap_set_range(alloc->written, index, index + 1);
     apply_protection(alloc, first, page_index(alloc, end), 0);
 }
 
@@ -193,6 +222,6 @@ const struct backend writewatch_mprotect_backend =
     mprotect_reset,
     NULL, /* the core frees the bitmaps */
     mprotect_handle_fault,
-    mprotect_prepare_buffer,
-    mprotect_complete_buffer,
+    mprotect_lend_buffer,
+    mprotect_buffer_written,
 };

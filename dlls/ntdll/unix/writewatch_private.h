@@ -62,7 +62,8 @@ struct pm_scan_arg
 #endif /* PAGEMAP_SCAN */
 #endif /* __linux__ */
 
-/* A write-watched allocation, as the host registered it. */
+/* A write-watched allocation, as the host registered it.  Bitmaps hold
+ * one bit per page, 64 pages a word, and are allocated on first use. */
 struct allocation
 {
     char *base;
@@ -70,19 +71,31 @@ struct allocation
     size_t pages;
     const struct backend *backend;
     /* Pages whose written state VirtualProtect latched: they stay reported
-     * across decommit until reset.  Allocated on first use. */
-    uint8_t *latched;
+     * across decommit until reset. */
+    uint64_t *latched;
+    /* Written pages the backend already reset but nobody was told of yet
+     * (past a short array's end, or in a call that failed): reported until
+     * reset, cleared by decommit like any written page. */
+    uint64_t *kept;
     /* Fallback backend only: written pages and the protection the host set. */
-    uint8_t *written;
+    uint64_t *written;
     uint8_t *prot;
+};
+
+/* Runs of pages, in ascending order, as PAGEMAP_SCAN returns them. */
+struct run_buffer
+{
+    struct page_region *runs;
+    size_t count;
+    size_t capacity;
 };
 
 /* For backend operations that do not need every argument. */
 #define WW_UNUSED __attribute__((unused))
 
 /* A backend tracks which pages of an allocation were written.  Ranges are
- * page aligned and inside the allocation; the core holds its lock.  The last
- * four operations may be NULL when a backend has nothing to do there. */
+ * page aligned and inside the allocation; the core holds the lock.  The
+ * last four operations may be NULL when a backend has nothing to do there. */
 struct backend
 {
     const char *name;
@@ -92,25 +105,27 @@ struct backend
     writewatch_status (*set_protection)(struct allocation *alloc, char *start, char *end, int unix_prot);
     /* the host replaced [start, end) by a fresh inaccessible mapping */
     writewatch_status (*decommit)(struct allocation *alloc, char *start, char *end);
-    /* Store written pages of [start, end) in ascending order at addresses[*pos],
-     * up to room; with reset, reset exactly the pages stored.  *next is end
-     * when the range was exhausted, else where to resume. */
+    /* Appends the first max_pages written pages of [start, end) to out as
+     * runs; with reset, resets exactly those.  On failure, out holds every
+     * page that was reset. */
     writewatch_status (*collect)(struct allocation *alloc, char *start, char *end, int reset,
-                                 void **addresses, uintptr_t room, uintptr_t *pos, char **next);
-    writewatch_status (*reset)(struct allocation *alloc, char *start, char *end);
+                                 uintptr_t max_pages, struct run_buffer *out);
+    /* every page of [start, end) clean; scratch is the caller's to use */
+    writewatch_status (*reset)(struct allocation *alloc, char *start, char *end, struct run_buffer *scratch);
     void (*remove)(struct allocation *alloc);
     int (*handle_fault)(struct allocation *alloc, char *page);
-    /* lend write access to [start, end) for a system call */
-    void (*prepare_buffer)(struct allocation *alloc, char *start, char *end);
-    /* the call wrote up to written_end, inside [start, end): mark the pages
-     * it touched, take back the rest */
-    void (*complete_buffer)(struct allocation *alloc, char *start, char *end, char *written_end);
+    /* lend write access to [start, end) for a system call; nonzero when
+     * there was anything to lend */
+    int (*lend_buffer)(struct allocation *alloc, char *start, char *end);
+    /* [start, written_end) was written behind the tracking, inside
+     * [start, end): mark its pages, take back the rest */
+    void (*buffer_written)(struct allocation *alloc, char *start, char *end, char *written_end);
 };
 
 extern size_t writewatch_page_size;
 
-/* Kernel backend.  uffd_backend_init() fills info and returns nonzero when
- * userfaultfd WP-async and PAGEMAP_SCAN both work. */
+/* Kernel backend.  writewatch_uffd_init() fills info and returns nonzero
+ * when userfaultfd WP-async and PAGEMAP_SCAN both work. */
 extern const struct backend writewatch_uffd_backend;
 int writewatch_uffd_init(struct writewatch_info *info);
 
@@ -122,20 +137,30 @@ static inline size_t page_index(const struct allocation *alloc, const char *addr
     return (size_t)(addr - alloc->base) / writewatch_page_size;
 }
 
-static inline int bitmap_test(const uint8_t *bitmap, size_t index)
+static inline char *page_address(const struct allocation *alloc, size_t index)
 {
-    return (bitmap[index / 8] >> (index % 8)) & 1;
+    return alloc->base + index * writewatch_page_size;
 }
 
-static inline void bitmap_set(uint8_t *bitmap, size_t index)
+static inline size_t run_pages(const struct page_region *run)
 {
-    bitmap[index / 8] |= 1 << (index % 8);
+    return (size_t)(run->end - run->start) / writewatch_page_size;
 }
 
-static inline void bitmap_clear(uint8_t *bitmap, size_t index)
-{
-    bitmap[index / 8] &= ~(1 << (index % 8));
-}
+/* Bitmaps and run buffers, shared by the core and the backends. */
+uint64_t *bitmap_alloc(size_t bits);
+int bitmap_test(const uint64_t *bitmap, size_t index);
+void bitmap_set_range(uint64_t *bitmap, size_t first, size_t last);
+void bitmap_clear_range(uint64_t *bitmap, size_t first, size_t last);
+/* First set bit of a | b in [first, last), or last; either may be NULL. */
+size_t bitmap_next_set(const uint64_t *a, const uint64_t *b, size_t first, size_t last);
+/* First clear bit of bitmap in [first, last), or last. */
+size_t bitmap_next_clear(const uint64_t *bitmap, size_t first, size_t last);
+
+/* Appends [start, end) to buf, joining it to the last run when they touch;
+ * returns 0 when out of memory. */
+int run_buffer_append(struct run_buffer *buf, char *start, char *end);
+int run_buffer_reserve(struct run_buffer *buf, size_t capacity);
 
 /* Kernel failures are the module's, never the caller's bad parameters. */
 static inline writewatch_status status_from_errno(int err)
@@ -164,6 +189,9 @@ enum writewatch_kernel_op
 };
 void writewatch_inject_error(enum writewatch_kernel_op op, int err, unsigned int skip);
 int writewatch_injected_error(enum writewatch_kernel_op op);
+/* Test seam: which walk ResetWriteWatch uses on the kernel backend;
+ * returns the previous choice. */
+int writewatch_reset_without_vec(int enable);
 #endif
 
 #endif /* WRITEWATCH_PRIVATE_H */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 
 #include "writewatch_private.h"
 #include "wine/debug.h"
@@ -34,11 +35,10 @@ WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
 #define REQUIRED_FEATURES (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED)
 
-/* page_region entries per PAGEMAP_SCAN call; a walk resumes from walk_end */
-#define REGION_BATCH 256
-
 static int uffd_fd = -1;
 static int pagemap_fd = -1;
+/* whether a resetting walk may go without an output vector */
+static int protect_without_vec;
 
 #ifdef WRITEWATCH_FAULT_INJECTION
 static struct
@@ -110,9 +110,11 @@ static int write_protect_range(char *start, char *end)
     return ioctl(uffd_fd, UFFDIO_WRITEPROTECT, &args);
 }
 
-/* One PAGEMAP_SCAN for written pages; returns the number of regions or -1
- * with errno set.  With reset, the reported pages are write-protected. */
-static int scan_written_pages(char *start, char *end, int reset, struct page_region *regions,
+/* One PAGEMAP_SCAN for written pages into vec; returns the number of
+ * regions or -1 with errno set, and where the walk stopped.  With reset,
+ * the reported pages are write-protected; with reset and no vec, every page
+ * of the range is. */
+static int scan_written_pages(char *start, char *end, int reset, struct page_region *vec, size_t vec_len,
                               uint64_t max_pages, char **walk_end)
 {
     struct pm_scan_arg args =
@@ -121,18 +123,19 @@ static int scan_written_pages(char *start, char *end, int reset, struct page_reg
         .flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
         .start = (uintptr_t)start,
         .end = (uintptr_t)end,
-        .vec = (uintptr_t)regions,
-        .vec_len = REGION_BATCH,
+        .vec = (uintptr_t)vec,
+        .vec_len = vec_len,
         .max_pages = max_pages,
         .category_mask = PAGE_IS_WRITTEN,
         .return_mask = PAGE_IS_WRITTEN,
     };
     int ret;
 
+    *walk_end = start;
     INJECT_ERROR(WRITEWATCH_OP_PAGEMAP_SCAN);
     do ret = ioctl(pagemap_fd, PAGEMAP_SCAN, &args);
     while (ret < 0 && errno == EINTR);
-    *walk_end = (char *)(uintptr_t)args.walk_end;
+    if (args.walk_end) *walk_end = (char *)(uintptr_t)args.walk_end;
     return ret;
 }
 
@@ -151,11 +154,16 @@ static int watch_range(char *start, char *end)
     return err;
 }
 
-/* A scan failed: say why, and re-register the allocation when a mapping in
- * it lost its registration, so that later calls over-report, never miss. */
-static writewatch_status scan_failed(struct allocation *alloc, char *start, char *end, int err)
+/* A scan failed after it may have protected pages up to walk_end: those
+ * go to out as reported, so that they stay reported.  When a mapping in the
+ * allocation lost its registration behind the module's back, it is
+ * registered again, so that later calls over-report, never miss. */
+static writewatch_status scan_failed(struct allocation *alloc, char *start, char *walk_end, int reset, int err,
+                                     struct run_buffer *out)
 {
-    ERR("PAGEMAP_SCAN %p-%p: %s\n", start, end, strerror(err));
+    ERR("PAGEMAP_SCAN %p-%p: %s\n", start, alloc->base + alloc->size, strerror(err));
+    if (reset && walk_end > start && !run_buffer_append(out, start, walk_end))
+        ERR("lost the written state of %p-%p\n", start, walk_end);
     if (err == EPERM && register_range(alloc->base, alloc->base + alloc->size))
         ERR("re-registering %p-%p: %s\n", alloc->base, alloc->base + alloc->size, strerror(errno));
     return status_from_errno(err);
@@ -183,53 +191,70 @@ static writewatch_status uffd_decommit(WW_UNUSED struct allocation *alloc, char 
     return status_from_errno(watch_range(start, end));
 }
 
-static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
-                                      void **addresses, uintptr_t room, uintptr_t *pos, char **next)
+/* Appends the scan's regions, just written past out's runs, to them;
+ * returns the pages they hold.  A region that starts inside the last run
+ * (a walk resumed inside a run) is joined to it. */
+static uintptr_t add_regions(struct run_buffer *out, int count)
 {
-    struct page_region regions[REGION_BATCH];
-    char *walk_end, *page;
-    int i, count;
+    struct page_region *regions = out->runs + out->count;
+    uintptr_t pages = 0;
+    int i;
 
-    while (start < end && *pos < room)
+    for (i = 0; i < count; i++)
     {
+        pages += run_pages(&regions[i]);
+        if (out->count && out->runs[out->count - 1].end >= regions[i].start)
+            out->runs[out->count - 1].end = regions[i].end;
+        else
+            out->runs[out->count++] = regions[i];
+    }
+    return pages;
+}
+
+/* One walk for the whole range, as long as out has room for every region:
+ * each further PAGEMAP_SCAN costs about another walk. */
+static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
+                                      uintptr_t max_pages, struct run_buffer *out)
+{
+    char *walk_end;
+    size_t room;
+    int count;
+
+    while (start < end && max_pages)
+    {
+        if (out->count == out->capacity && !run_buffer_reserve(out, out->capacity * 2 + 64))
+            return WRITEWATCH_STATUS_NO_MEMORY;
+        room = out->capacity - out->count;
         /* max_pages stops the walk, and the reset, at the caller's last entry */
-        count = scan_written_pages(start, end, reset, regions, room - *pos, &walk_end);
-        if (count < 0) return scan_failed(alloc, start, end, errno);
-        for (i = 0; i < count; i++)
-        {
-            for (page = (char *)(uintptr_t)regions[i].start; page < (char *)(uintptr_t)regions[i].end;
-                 page += writewatch_page_size)
-                addresses[(*pos)++] = page;
-        }
+        count = scan_written_pages(start, end, reset, out->runs + out->count, room, max_pages, &walk_end);
+        if (count < 0) return scan_failed(alloc, start, walk_end, reset, errno, out);
         if (!count && walk_end <= start)
         {
             ERR("PAGEMAP_SCAN made no progress at %p\n", start);
             return WRITEWATCH_STATUS_UNSUCCESSFUL;
         }
+        max_pages -= add_regions(out, count);
+        /* Only a full vector or max_pages stops a walk before the end.  When
+         * it went to the end, walk_end can still hold where the kernel's
+         * internal batch of 512 regions stopped (Linux 6.18). */
+        if ((size_t)count < room) break;
         start = walk_end;
     }
-    *next = start < end ? start : end;
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-static writewatch_status uffd_reset(struct allocation *alloc, char *start, char *end)
+static writewatch_status uffd_reset(struct allocation *alloc, char *start, char *end, struct run_buffer *scratch)
 {
-    struct page_region regions[REGION_BATCH];
     char *walk_end;
-    int count;
 
-    while (start < end)
+    if (protect_without_vec)
     {
-        count = scan_written_pages(start, end, 1, regions, 0, &walk_end);
-        if (count < 0) return scan_failed(alloc, start, end, errno);
-        if (!count && walk_end <= start)
-        {
-            ERR("PAGEMAP_SCAN made no progress at %p\n", start);
-            return WRITEWATCH_STATUS_UNSUCCESSFUL;
-        }
-        start = walk_end;
+        if (scan_written_pages(start, end, 1, NULL, 0, 0, &walk_end) >= 0) return WRITEWATCH_STATUS_SUCCESS;
+        return scan_failed(alloc, start, walk_end, 0, errno, scratch);
     }
-    return WRITEWATCH_STATUS_SUCCESS;
+    if (!run_buffer_reserve(scratch, (page_index(alloc, end) - page_index(alloc, start) + 1) / 2 + 1))
+        return WRITEWATCH_STATUS_NO_MEMORY;
+    return uffd_collect(alloc, start, end, 1, UINTPTR_MAX, scratch);
 }
 
 const struct backend writewatch_uffd_backend =
@@ -246,6 +271,19 @@ const struct backend writewatch_uffd_backend =
     NULL, /* the kernel records what it writes on the program's behalf */
     NULL,
 };
+
+/* What to do about a kernel that is too old, in plain words. */
+#define NEWER_KERNEL "writes are tracked with mprotect and signals instead, as stock Wine does. " \
+    "For kernel write watches, boot Linux 6.7 or newer (on Debian bookworm: linux-image-amd64 " \
+    "from bookworm-backports)"
+
+static const char *kernel_release(void)
+{
+    static struct utsname name;
+
+    if (!name.release[0] && uname(&name)) return "unknown";
+    return name.release;
+}
 
 static int seccomp_filter_active(void)
 {
@@ -300,8 +338,8 @@ static int open_wp_async_userfaultfd(struct writewatch_info *info)
     {
         info->uffd_errno = EINVAL;
         snprintf(info->reason, sizeof(info->reason),
-                 "userfaultfd lacks WP_ASYNC/WP_UNPOPULATED (features %#llx; Linux 6.7+ needed)",
-                 (unsigned long long)info->uffd_features);
+                 "this kernel (Linux %s) has no userfaultfd WP-async (features %#llx), which Linux 6.7 added; %s",
+                 kernel_release(), (unsigned long long)info->uffd_features, NEWER_KERNEL);
         return -1;
     }
 
@@ -323,7 +361,7 @@ static int open_wp_async_userfaultfd(struct writewatch_info *info)
  * reports exactly it and a second scan nothing. */
 static int self_test(struct writewatch_info *info)
 {
-    struct page_region regions[REGION_BATCH];
+    struct page_region regions[4];
     size_t size = 2 * writewatch_page_size;
     char *probe, *walk_end;
     int err = 0, first, second;
@@ -336,15 +374,20 @@ static int self_test(struct writewatch_info *info)
         goto done;
     }
     probe[writewatch_page_size] = 1;
-    first = scan_written_pages(probe, probe + size, 1, regions, 0, &walk_end);
-    if (first < 0)
+    first = scan_written_pages(probe, probe + size, 1, regions, 4, 0, &walk_end);
+    if (first < 0 && (err = info->pagemap_scan_errno = errno) == ENOTTY)
     {
-        err = info->pagemap_scan_errno = errno;
-        snprintf(info->reason, sizeof(info->reason), "PAGEMAP_SCAN: %s%s", strerror(err),
-                 err == ENOTTY ? " (Linux 6.7+ needed)" : "");
+        snprintf(info->reason, sizeof(info->reason),
+                 "this kernel (Linux %s) has no PAGEMAP_SCAN, which Linux 6.7 added; %s", kernel_release(),
+                 NEWER_KERNEL);
         goto done;
     }
-    second = scan_written_pages(probe, probe + size, 1, regions + 1, 0, &walk_end);
+    if (first < 0)
+    {
+        snprintf(info->reason, sizeof(info->reason), "PAGEMAP_SCAN: %s", strerror(err));
+        goto done;
+    }
+    second = scan_written_pages(probe, probe + size, 1, regions + 1, 3, 0, &walk_end);
     if (first != 1 || second != 0 || regions[0].start != (uintptr_t)(probe + writewatch_page_size) ||
         regions[0].end != (uintptr_t)(probe + size))
     {
@@ -357,6 +400,31 @@ done:
     return err;
 }
 
+/* A resetting walk without an output vector dereferenced the missing
+ * buffer when it had to split a huge page ("fs/proc/task_mmu: check
+ * p->vec_buf for NULL"), fixed in Linux 6.17, 6.16.10 and 6.12.50.  Watched
+ * ranges hold no huge page, but only fixed kernels get the faster walk. */
+static int walk_without_vec_is_safe(void)
+{
+    unsigned int major, minor, patch = 0;
+
+    if (sscanf(kernel_release(), "%u.%u.%u", &major, &minor, &patch) < 2) return 0;
+    if (major != 6) return major > 6;
+    if (minor == 16) return patch >= 10;
+    if (minor == 12) return patch >= 50;
+    return minor >= 17;
+}
+
+#ifdef WRITEWATCH_FAULT_INJECTION
+int writewatch_reset_without_vec(int enable)
+{
+    int previous = protect_without_vec;
+
+    protect_without_vec = enable;
+    return previous;
+}
+#endif
+
 int writewatch_uffd_init(struct writewatch_info *info)
 {
     if ((uffd_fd = open_wp_async_userfaultfd(info)) < 0) return 0;
@@ -368,6 +436,8 @@ int writewatch_uffd_init(struct writewatch_info *info)
     else if (!self_test(info))
     {
         snprintf(info->reason, sizeof(info->reason), "userfaultfd WP-async and PAGEMAP_SCAN available");
+        protect_without_vec = walk_without_vec_is_safe();
+        TRACE("resets %s an output vector\n", protect_without_vec ? "without" : "with");
         return 1;
     }
     if (pagemap_fd >= 0) close(pagemap_fd);
