@@ -662,19 +662,28 @@ writewatch_status writewatch_discard(void *base, size_t size)
     return apply_host_change(HOST_DISCARD, base, size, 0);
 }
 
-/* Windows' ProbeForWrite: a store that changes nothing to every page of
- * [ptr, ptr + size), so that memory the caller cannot write faults here,
- * before anything is reset and with no lock held.  A compare-and-swap
- * stores even when other threads write the same bytes meanwhile. */
+/* A store that changes nothing, even when other threads write the same
+ * byte meanwhile: an atomic add of zero.  Spelled out on x86, where
+ * compilers may turn an idempotent atomic into a plain load. */
+static void store_same_byte(char *byte)
+{
+#if defined(__i386__) || defined(__x86_64__)
+    __asm__ __volatile__( "lock addb $0, %0" : "+m" (*byte) );
+#else
+    __atomic_fetch_add(byte, 0, __ATOMIC_RELAXED);
+#endif
+}
+
+/* Windows' ProbeForWrite: a store to every page of [ptr, ptr + size), so
+ * that memory the caller cannot write faults here, before anything is
+ * reset and with no lock held. */
 static void probe_for_write(void *ptr, size_t size)
 {
     char *byte = ptr, *end = byte + size;
 
     while (byte < end)
     {
-        char old = __atomic_load_n(byte, __ATOMIC_RELAXED);
-
-        while (!__atomic_compare_exchange_n(byte, &old, old, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+        store_same_byte(byte);
         byte = (char *)(((uintptr_t)byte | (writewatch_page_size - 1)) + 1);
     }
 }
