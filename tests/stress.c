@@ -9,7 +9,7 @@
  * space while they are stopped.
  *
  * Nothing may hang: every wait is bounded, and a thread that makes no
- * progress fails the test.  At the end every page's last stamp must have
+ * progress fails the test (19-22 in tests/semantics.md).  At the end every page's last stamp must have
  * been seen by the collector (no lost write), no page nobody wrote may have
  * been reported, and every status must be one Windows returns.
  *

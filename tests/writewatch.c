@@ -1,6 +1,6 @@
 /*
  * The Windows write-watch semantics, as a native host can show them.
- * Numbers in comments refer to ../shared/notes/semantics.md.
+ * Numbers in comments refer to tests/semantics.md.
  */
 
 #include <errno.h>
@@ -155,7 +155,7 @@ static void write_first_byte(void *addr)
     *(volatile char *)addr = 1;
 }
 
-/* 15: a faulting write stores nothing and marks nothing */
+/* 11: a faulting write stores nothing and marks nothing */
 static void test_faulting_write_does_not_mark(void)
 {
     char *base = alloc_rw(16);
@@ -170,7 +170,7 @@ static void test_faulting_write_does_not_mark(void)
     host_free(base, 16 * page);
 }
 
-/* 5-9: Wine 8.0's order: count/granularity NULL, *count or size 0, flags,
+/* 5: Wine 8.0's order: count/granularity NULL, *count or size 0, flags,
  * addresses NULL, then the range */
 static void test_parameter_checks_in_wine_order(void)
 {
@@ -210,7 +210,7 @@ static void test_parameter_checks_in_wine_order(void)
     host_free(base, 16 * page);
 }
 
-/* output details: a failed call writes nothing and changes nothing */
+/* 8: a failed call writes nothing and changes nothing */
 static void test_failed_call_writes_nothing(void)
 {
     char *base = alloc_rw(16);
@@ -226,7 +226,7 @@ static void test_failed_call_writes_nothing(void)
     host_free(base, 16 * page);
 }
 
-/* 10: the range must lie inside one write-watched allocation */
+/* 7: the range must lie inside one write-watched allocation */
 static void test_range_must_be_inside_one_watched_allocation(void)
 {
     char *area = mmap(NULL, 32 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -281,7 +281,7 @@ static void test_unaligned_range_is_rounded_to_pages(void)
     host_free(base, 16 * page);
 }
 
-/* 11, 13: a short array gets the first pages; without reset nothing changes */
+/* 8, 9: a short array gets the first pages; without reset nothing changes */
 static void test_short_array_without_reset(void)
 {
     char *base = alloc_rw(16);
@@ -294,7 +294,7 @@ static void test_short_array_without_reset(void)
     host_free(base, 16 * page);
 }
 
-/* 12: with reset, only the pages returned are reset */
+/* 9: with reset, only the pages returned are reset */
 static void test_short_array_with_reset_resets_only_returned_pages(void)
 {
     char *base = alloc_rw(16);
@@ -311,7 +311,7 @@ static void test_short_array_with_reset_resets_only_returned_pages(void)
     host_free(base, 16 * page);
 }
 
-/* 11, 14: sub-ranges */
+/* 8, 10: sub-ranges */
 static void test_sub_range_query_and_reset(void)
 {
     char *base = alloc_rw(16);
@@ -328,7 +328,7 @@ static void test_sub_range_query_and_reset(void)
     host_free(base, 16 * page);
 }
 
-/* 2, 20a: reserved and no-access pages report nothing; writes after a
+/* 2, 16a: reserved and no-access pages report nothing; writes after a
  * later VirtualProtect are tracked */
 static void test_reserve_then_commit_then_protect(void)
 {
@@ -346,7 +346,7 @@ static void test_reserve_then_commit_then_protect(void)
     host_free(base, 16 * page);
 }
 
-/* 19, 20b: a write stays reported after the page becomes no-access */
+/* 14, 16b: a write stays reported after the page becomes no-access */
 static void test_protect_keeps_written_state(void)
 {
     writewatch_status status;
@@ -361,7 +361,7 @@ static void test_protect_keeps_written_state(void)
     host_free(base, 16 * page);
 }
 
-/* 18: protection changes are not writes */
+/* 14: protection changes are not writes */
 static void test_protection_change_is_not_a_write(void)
 {
     char *base = alloc_rw(16);
@@ -375,7 +375,7 @@ static void test_protection_change_is_not_a_write(void)
     host_free(base, 16 * page);
 }
 
-/* 20c, 20d: decommit clears what was written since the last protect */
+/* 16c, 16d: decommit clears what was written since the last protect */
 static void test_decommit_clears_unlatched_pages(void)
 {
     writewatch_status status;
@@ -401,7 +401,7 @@ static void test_decommit_clears_unlatched_pages(void)
     host_free(base, 16 * page);
 }
 
-/* 20e: a protect latches written pages across decommit until reset */
+/* 16e: a protect latches written pages across decommit until reset */
 static void test_latched_pages_survive_decommit(void)
 {
     char *base = alloc_rw(16);
@@ -446,7 +446,7 @@ static void test_latched_and_written_pages_with_short_array(void)
     host_free(base, 16 * page);
 }
 
-/* 20f: 2048 pages, every other written, first half made read-only */
+/* 16f: 2048 pages, every other written, first half made read-only */
 static void test_every_other_page_of_2048(void)
 {
     char *base = alloc_rw(2048);
@@ -470,7 +470,7 @@ static void test_every_other_page_of_2048(void)
     host_free(base, 2048 * page);
 }
 
-/* 21: MEM_RELEASE ends the watch */
+/* 17: MEM_RELEASE ends the watch */
 static void test_release_ends_watch(void)
 {
     char *base = alloc_rw(16);
@@ -483,7 +483,7 @@ static void test_release_ends_watch(void)
     ok(!writewatch_is_watched(base), "a released range is still watched\n");
 }
 
-/* 16: the kernel writing on the program's behalf marks the pages */
+/* 12: the kernel writing on the program's behalf marks the pages */
 static void test_read_from_pipe_marks_pages(void)
 {
     char *base = alloc_rw(16), data[2 * 4096 + 3];
@@ -632,8 +632,8 @@ static void test_array_inside_watched_range(void)
     host_free(base, 16 * page);
 }
 
-/* Output pointers the caller cannot write fail with an access violation
- * before anything is reset, and leave no lock taken. */
+/* 6, 21: output pointers the caller cannot write fail with an access
+ * violation before anything is reset, and leave no lock taken. */
 static void test_unwritable_outputs_change_nothing(void)
 {
     char *base = alloc_rw(16);
@@ -676,7 +676,7 @@ static void test_array_in_another_watched_allocation(void)
     host_free(base, 16 * page);
 }
 
-/* MEM_RESET is not a write, and forgets no write. */
+/* 18: MEM_RESET is not a write, and forgets no write. */
 static void test_discard_keeps_written_state(void)
 {
     char *base = alloc_rw(16);
@@ -692,7 +692,7 @@ static void test_discard_keeps_written_state(void)
     host_free(base, 16 * page);
 }
 
-/* Written pages a resetting call took past a short array's end stay
+/* 16: written pages a resetting call took past a short array's end stay
  * reported like any written page: a decommit clears them, where it keeps
  * latched ones. */
 static void test_pages_past_a_short_array_follow_decommit(void)
@@ -711,7 +711,7 @@ static void test_pages_past_a_short_array_follow_decommit(void)
     host_free(base, 16 * page);
 }
 
-/* A write the host makes behind the tracking, as WriteProcessMemory does
+/* 12: a write the host makes behind the tracking, as WriteProcessMemory does
  * through /proc/PID/mem (which writes even read-only pages), is marked once
  * the host says so. */
 static void test_write_behind_tracking_is_marked(void)
@@ -783,7 +783,7 @@ static void write_every_page(void *arg)
     for (i = 1; i < 512; i += 2) base[i * page] = 1;
 }
 
-/* Past vm.max_map_count mprotect cannot split a mapping, which the fallback
+/* 23: past vm.max_map_count mprotect cannot split a mapping, which the fallback
  * needs for each run of written pages: then writes still land, and every
  * written page is reported (some clean ones may be too). */
 static void test_writes_past_the_mapping_limit(void)

@@ -7,7 +7,8 @@
  * Windows serializes these calls under its address-space lock: every call
  * succeeds, or fails with ERROR_INVALID_PARAMETER once its range is no
  * longer a watched allocation; a suspended thread never holds anything
- * another thread waits for; decommitted pages always fault.
+ * another thread waits for; decommitted pages always fault (19-22 in
+ * tests/semantics.md).
  */
 
 #include <windows.h>

@@ -1,6 +1,7 @@
 /*
- * The write-watch API as Windows programs see it, through kernel32.
- * Built with mingw-w64 and run under Wine (tools/run-wine).
+ * The write-watch API as Windows programs see it, through kernel32: the
+ * semantics of tests/semantics.md.  Built with mingw-w64, with threads.c,
+ * and run under Wine (tools/run-wine).
  *
  *   writewatch.exe [TEST...]    runs every test, or the named ones;
  *   writewatch.exe -TEST...     every test but the named ones;

@@ -79,52 +79,64 @@ static void unlock(sigset_t *state)
     host_lock->leave(state);
 }
 
-/* Bitmaps */
+/* Page sets */
 
-uint64_t *bitmap_alloc(size_t bits)
+int page_set_init(struct page_set *set, const struct allocation *alloc)
 {
-    return calloc((bits + 63) / 64, sizeof(uint64_t));
+    if (!set->bits) set->bits = calloc((alloc->pages + 63) / 64, sizeof(uint64_t));
+    return set->bits != NULL;
 }
 
-int bitmap_test(const uint64_t *bitmap, size_t index)
+int page_set_has(const struct page_set *set, size_t index)
 {
-    return (bitmap[index / 64] >> (index % 64)) & 1;
+    return set->count && (set->bits[index / 64] >> (index % 64)) & 1;
 }
 
-/* Sets or clears the bits of [first, last), a word at a time. */
-static void bitmap_assign(uint64_t *bitmap, size_t first, size_t last, int value)
+/* Adds or removes the pages of [first, last), a word at a time. */
+static void page_set_assign(struct page_set *set, size_t first, size_t last, int add)
 {
     while (first < last)
     {
         size_t shift = first % 64, bits = last - first < 64 - shift ? last - first : 64 - shift;
         uint64_t mask = (bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1) << shift;
+        uint64_t *word = &set->bits[first / 64];
 
-        if (value) bitmap[first / 64] |= mask;
-        else bitmap[first / 64] &= ~mask;
+        if (add)
+        {
+            set->count += __builtin_popcountll(mask & ~*word);
+            *word |= mask;
+        }
+        else
+        {
+            set->count -= __builtin_popcountll(mask & *word);
+            *word &= ~mask;
+        }
         first += bits;
     }
 }
 
-void bitmap_set_range(uint64_t *bitmap, size_t first, size_t last)
+void page_set_add(struct page_set *set, size_t first, size_t last)
 {
-    bitmap_assign(bitmap, first, last, 1);
+    page_set_assign(set, first, last, 1);
 }
 
-void bitmap_clear_range(uint64_t *bitmap, size_t first, size_t last)
+void page_set_remove(struct page_set *set, size_t first, size_t last)
 {
-    if (bitmap) bitmap_assign(bitmap, first, last, 0);
+    if (set->count) page_set_assign(set, first, last, 0);
 }
 
-/* First index in [first, last) whose bit, taken from a | b or inverted,
- * is set; last if none. */
-static size_t bitmap_find(const uint64_t *a, const uint64_t *b, int invert, size_t first, size_t last)
+/* The first index in [first, last) whose bit, in a or b (either may be
+ * NULL) or with missing in neither, is set; last if none. */
+static size_t page_set_find(const struct page_set *a, const struct page_set *b, int missing, size_t first,
+                            size_t last)
 {
+    if (!missing && !(a && a->count) && !(b && b->count)) return last;
     while (first < last)
     {
         size_t word = first / 64;
-        uint64_t bits = (a ? a[word] : 0) | (b ? b[word] : 0);
+        uint64_t bits = (a && a->count ? a->bits[word] : 0) | (b && b->count ? b->bits[word] : 0);
 
-        if (invert) bits = ~bits;
+        if (missing) bits = ~bits;
         bits >>= first % 64;
         if (bits)
         {
@@ -136,14 +148,14 @@ static size_t bitmap_find(const uint64_t *a, const uint64_t *b, int invert, size
     return last;
 }
 
-size_t bitmap_next_set(const uint64_t *a, const uint64_t *b, size_t first, size_t last)
+size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t first, size_t last)
 {
-    return bitmap_find(a, b, 0, first, last);
+    return page_set_find(a, b, 0, first, last);
 }
 
-size_t bitmap_next_clear(const uint64_t *bitmap, size_t first, size_t last)
+size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last)
 {
-    return bitmap_find(bitmap, NULL, 1, first, last);
+    return page_set_find(set, NULL, 1, first, last);
 }
 
 /* Run buffers */
@@ -368,9 +380,9 @@ static int insert_allocation(struct allocation *alloc)
 
 static void free_allocation(struct allocation *alloc)
 {
-    free(alloc->latched);
-    free(alloc->kept);
-    free(alloc->written);
+    free(alloc->latched.bits);
+    free(alloc->kept.bits);
+    free(alloc->written.bits);
     free(alloc->prot);
     free(alloc);
 }
@@ -463,12 +475,6 @@ int writewatch_is_watched(const void *addr)
     return watched;
 }
 
-static int ensure_bitmap(uint64_t **bitmap, const struct allocation *alloc)
-{
-    if (!*bitmap) *bitmap = bitmap_alloc(alloc->pages);
-    return *bitmap != NULL;
-}
-
 /* Keeps the pages of runs from index i on, past page cut, which the
  * backend reset but nobody was told of: they stay reported. */
 static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, size_t i, size_t cut)
@@ -479,15 +485,15 @@ static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, 
         size_t last = page_index(alloc, (char *)(uintptr_t)runs->runs[i].end);
 
         if (first < cut) first = cut;
-        if (first < last) bitmap_set_range(alloc->kept, first, last);
+        if (first < last) page_set_add(&alloc->kept, first, last);
     }
 }
 
 /* The core's own pages (latched or kept) of [first, last) are reported. */
 static void forget_core_pages(struct allocation *alloc, size_t first, size_t last)
 {
-    bitmap_clear_range(alloc->latched, first, last);
-    bitmap_clear_range(alloc->kept, first, last);
+    page_set_remove(&alloc->latched, first, last);
+    page_set_remove(&alloc->kept, first, last);
 }
 
 /* Stores in out the first max_pages pages of found and of the core's own
@@ -508,7 +514,7 @@ static void merge_core_pages(struct allocation *alloc, size_t first, size_t last
             run_first = page_index(alloc, (char *)(uintptr_t)found->runs[i].start);
             run_last = page_index(alloc, (char *)(uintptr_t)found->runs[i].end);
         }
-        core = bitmap_next_set(alloc->latched, alloc->kept, cursor, run_first);
+        core = page_set_next(&alloc->latched, &alloc->kept, cursor, run_first);
         if (core < run_first)
         {
             take_first = core;
@@ -540,7 +546,7 @@ static writewatch_status gather_pages(struct allocation *alloc, char *start, cha
     size_t room = max_runs(first, last, max_pages) + 1;
     writewatch_status status;
 
-    if (reset && !ensure_bitmap(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+    if (reset && !page_set_init(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
     if (!run_buffer_reserve(&gather->found, room)) return WRITEWATCH_STATUS_NO_MEMORY;
     if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, &gather->found)))
     {
@@ -548,7 +554,7 @@ static writewatch_status gather_pages(struct allocation *alloc, char *start, cha
         return status;
     }
     *result = &gather->found;
-    if (bitmap_next_set(alloc->latched, alloc->kept, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
+    if (page_set_next(&alloc->latched, &alloc->kept, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
 
     if (!run_buffer_reserve(&gather->merged, room))
     {
@@ -560,7 +566,7 @@ static writewatch_status gather_pages(struct allocation *alloc, char *start, cha
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-/* Copies the written state of [start, end) into the latched bitmap. */
+/* Copies the written state of [start, end) into the latched set. */
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
@@ -570,23 +576,19 @@ static writewatch_status latch_written_pages(struct allocation *alloc, char *sta
     if (!gather || !run_buffer_reserve(&gather->found, max_runs(first, last, UINTPTR_MAX) + 1))
         return WRITEWATCH_STATUS_NO_MEMORY;
     if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &gather->found))) return status;
-    if (alloc->kept)
+    for (i = page_set_next(&alloc->kept, NULL, first, last); i < last; i = page_set_next(&alloc->kept, NULL, i, last))
     {
-        for (i = bitmap_next_set(alloc->kept, NULL, first, last); i < last;
-             i = bitmap_next_set(alloc->kept, NULL, i, last))
-        {
-            size_t run_last = bitmap_next_clear(alloc->kept, i, last);
+        size_t run_last = page_set_next_missing(&alloc->kept, i, last);
 
-            if (!run_buffer_append(&gather->found, page_address(alloc, i), page_address(alloc, run_last)))
-                return WRITEWATCH_STATUS_NO_MEMORY;
-            i = run_last;
-        }
+        if (!run_buffer_append(&gather->found, page_address(alloc, i), page_address(alloc, run_last)))
+            return WRITEWATCH_STATUS_NO_MEMORY;
+        i = run_last;
     }
     if (!gather->found.count) return WRITEWATCH_STATUS_SUCCESS;
-    if (!ensure_bitmap(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+    if (!page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
     for (i = 0; i < gather->found.count; i++)
-        bitmap_set_range(alloc->latched, page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].start),
-                         page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].end));
+        page_set_add(&alloc->latched, page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].start),
+                     page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].end));
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -594,7 +596,7 @@ static writewatch_status latch_written_pages(struct allocation *alloc, char *sta
  * held for them is gone, what VirtualProtect latched stays. */
 static writewatch_status decommit_pages(struct allocation *alloc, char *start, char *end)
 {
-    bitmap_clear_range(alloc->kept, page_index(alloc, start), page_index(alloc, end));
+    page_set_remove(&alloc->kept, page_index(alloc, start), page_index(alloc, end));
     return alloc->backend->decommit(alloc, start, end);
 }
 

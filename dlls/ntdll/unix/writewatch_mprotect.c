@@ -30,7 +30,7 @@ WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
 static int is_written(const struct allocation *alloc, size_t index)
 {
-    return bitmap_test(alloc->written, index);
+    return page_set_has(&alloc->written, index);
 }
 
 /* Clean pages are read-only, unless lent to a system call. */
@@ -99,8 +99,8 @@ static writewatch_status change_written_state(struct allocation *alloc, size_t f
         {
             if (mark) return status;
         }
-        else if (mark) bitmap_set_range(alloc->written, first, end);
-        else bitmap_clear_range(alloc->written, first, end);
+        else if (mark) page_set_add(&alloc->written, first, end);
+        else page_set_remove(&alloc->written, first, end);
         first = end;
     }
     return WRITEWATCH_STATUS_SUCCESS;
@@ -110,9 +110,8 @@ static writewatch_status mprotect_add(struct allocation *alloc, int unix_prot)
 {
     writewatch_status status;
 
-    alloc->written = bitmap_alloc(alloc->pages);
     alloc->prot = malloc(alloc->pages);
-    if (!alloc->written || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
+    if (!page_set_init(&alloc->written, alloc) || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
     memset(alloc->prot, unix_prot, alloc->pages);
     if (!(unix_prot & PROT_WRITE)) return WRITEWATCH_STATUS_SUCCESS;
     if (!(status = apply_protection(alloc, 0, alloc->pages, 0))) return status;
@@ -134,7 +133,7 @@ static writewatch_status mprotect_decommit(struct allocation *alloc, char *start
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
 
-    bitmap_clear_range(alloc->written, first, last);
+    page_set_remove(&alloc->written, first, last);
     memset(alloc->prot + first, PROT_NONE, last - first);
     return WRITEWATCH_STATUS_SUCCESS;
 }
@@ -145,9 +144,9 @@ static writewatch_status mprotect_collect(struct allocation *alloc, char *start,
     size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
     writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
 
-    while (max_pages && (index = bitmap_next_set(alloc->written, NULL, index, last)) < last)
+    while (max_pages && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
     {
-        size_t run_end = bitmap_next_clear(alloc->written, index, last);
+        size_t run_end = page_set_next_missing(&alloc->written, index, last);
 
         if (run_end - index > max_pages) run_end = index + max_pages;
         if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end)))
@@ -207,7 +206,7 @@ static void mprotect_buffer_written(struct allocation *alloc, char *start, char 
     size_t index, first = page_index(alloc, start), written = page_index(alloc, written_end + writewatch_page_size - 1);
 
     for (index = first; index < written; index++)
-        if (alloc->prot[index] & PROT_WRITE) bitmap_set_range(alloc->written, index, index + 1);
+        if (alloc->prot[index] & PROT_WRITE) page_set_add(&alloc->written, index, index + 1);
     apply_protection(alloc, first, page_index(alloc, end), 0);
 }
 
@@ -220,7 +219,7 @@ const struct backend writewatch_mprotect_backend =
     mprotect_decommit,
     mprotect_collect,
     mprotect_reset,
-    NULL, /* the core frees the bitmaps */
+    NULL, /* the core frees the page sets */
     mprotect_handle_fault,
     mprotect_lend_buffer,
     mprotect_buffer_written,

@@ -62,8 +62,16 @@ struct pm_scan_arg
 #endif /* PAGEMAP_SCAN */
 #endif /* __linux__ */
 
-/* A write-watched allocation, as the host registered it.  Bitmaps hold
- * one bit per page, 64 pages a word, and are allocated on first use. */
+/* A set of an allocation's pages: a bitmap of one bit per page, 64 pages a
+ * word, allocated on first use, and how many pages it holds, so that asking
+ * an empty set costs nothing. */
+struct page_set
+{
+    uint64_t *bits;
+    size_t count;
+};
+
+/* A write-watched allocation, as the host registered it. */
 struct allocation
 {
     char *base;
@@ -72,13 +80,13 @@ struct allocation
     const struct backend *backend;
     /* Pages whose written state VirtualProtect latched: they stay reported
      * across decommit until reset. */
-    uint64_t *latched;
+    struct page_set latched;
     /* Written pages the backend already reset but nobody was told of yet
      * (past a short array's end, or in a call that failed): reported until
      * reset, cleared by decommit like any written page. */
-    uint64_t *kept;
+    struct page_set kept;
     /* Fallback backend only: written pages and the protection the host set. */
-    uint64_t *written;
+    struct page_set written;
     uint8_t *prot;
 };
 
@@ -147,15 +155,17 @@ static inline size_t run_pages(const struct page_region *run)
     return (size_t)(run->end - run->start) / writewatch_page_size;
 }
 
-/* Bitmaps and run buffers, shared by the core and the backends. */
-uint64_t *bitmap_alloc(size_t bits);
-int bitmap_test(const uint64_t *bitmap, size_t index);
-void bitmap_set_range(uint64_t *bitmap, size_t first, size_t last);
-void bitmap_clear_range(uint64_t *bitmap, size_t first, size_t last);
-/* First set bit of a | b in [first, last), or last; either may be NULL. */
-size_t bitmap_next_set(const uint64_t *a, const uint64_t *b, size_t first, size_t last);
-/* First clear bit of bitmap in [first, last), or last. */
-size_t bitmap_next_clear(const uint64_t *bitmap, size_t first, size_t last);
+/* Page sets and run buffers, shared by the core and the backends. */
+/* Makes room for the allocation's pages; returns 0 when out of memory. */
+int page_set_init(struct page_set *set, const struct allocation *alloc);
+int page_set_has(const struct page_set *set, size_t index);
+/* Adds [first, last) to an initialised set, removes it from any set. */
+void page_set_add(struct page_set *set, size_t first, size_t last);
+void page_set_remove(struct page_set *set, size_t first, size_t last);
+/* The first page of a or b in [first, last), or last. */
+size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t first, size_t last);
+/* The first page of [first, last) not in set, or last. */
+size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last);
 
 /* Appends [start, end) to buf, joining it to the last run when they touch;
  * returns 0 when out of memory. */
