@@ -120,7 +120,7 @@ static DWORD WINAPI keep_protecting(void *arg)
     struct beside *b = arg;
     DWORD old;
 
-    while (!b->stop) VirtualProtect(b->heap + 60 * PAGE, PAGE, PAGE_READWRITE, &old);
+    while (!b->stop) VirtualProtect(b->heap, 64 * PAGE, PAGE_READWRITE, &old);
     return 0;
 }
 
@@ -143,7 +143,7 @@ static DWORD WINAPI collect_into_home(void *arg)
     struct beside *b = arg;
     unsigned int i;
 
-    for (i = 0; i < 3000; i++)
+    for (i = 0; i < 10000; i++)
     {
         ULONG_PTR count = 16;
         ULONG granularity;
@@ -173,7 +173,7 @@ void test_array_in_clean_page_beside_protect(void)
     join_or_die(CreateThread(NULL, 0, collect_into_home, &b, 0, NULL), 60000, "the collector");
     b.stop = 1;
     for (i = 0; i < 2; i++) join_or_die(threads[i], 10000, "a helper");
-    ok(b.progress == 3000 && !b.failures, "%ld calls, %ld failed\n", b.progress, b.failures);
+    ok(b.progress == 10000 && !b.failures, "%ld calls, %ld failed\n", b.progress, b.failures);
     VirtualFree(b.other, 0, MEM_RELEASE);
     VirtualFree(b.home, 0, MEM_RELEASE);
     VirtualFree(b.heap, 0, MEM_RELEASE);
