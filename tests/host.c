@@ -196,7 +196,9 @@ writewatch_status host_get_write_watch(uint32_t flags, void *base, size_t size, 
     writewatch_status status;
     sigjmp_buf jump, *outer = fault_jump;
 
-    if (sigsetjmp(jump, 1))
+    /* no lock is held and the handler defers nothing: the mask needs no
+     * saving, which would cost a system call per call */
+    if (sigsetjmp(jump, 0))
     {
         fault_jump = outer;
         return WRITEWATCH_STATUS_ACCESS_VIOLATION;
