@@ -1,7 +1,9 @@
 /*
- * Random GetWriteWatch / ResetWriteWatch calls checked against an
- * independent model of the rules: every status, every returned page, and
- * that a rejected call writes nothing and changes no watched state.
+ * Random GetWriteWatch / ResetWriteWatch calls, writes, VirtualProtect,
+ * decommit, commit and MEM_RESET, checked against an independent model of
+ * the rules (tests/semantics.md): every status, every returned page, and
+ * that a rejected call writes nothing and changes no watched state.  Each
+ * page has a live and a latched written state (16).
  * WRITEWATCH_FUZZ_CALLS sets the number of calls.
  */
 
@@ -19,7 +21,10 @@ struct model_allocation
 {
     char *base;
     size_t pages;
-    unsigned char written[64];
+    unsigned char live[64];
+    unsigned char latched[64];
+    unsigned char committed[64];
+    unsigned char writable[64];
 };
 
 static struct model_allocation model[3];
@@ -113,7 +118,7 @@ static void check_whole_state(void)
         get_watch(0, model[i].base, model[i].pages * page, array, &count);
         for (j = 0; j < model[i].pages; j++)
         {
-            if (!model[i].written[j]) continue;
+            if (!model[i].live[j] && !model[i].latched[j]) continue;
             if (n >= count || array[n] != model[i].base + j * page) mismatches++;
             n++;
         }
@@ -161,10 +166,10 @@ static void fuzz_get(void)
     alloc = model_range(base, size, &first, &last);
     for (index = first; index < last && pos < room; index++)
     {
-        if (!alloc->written[index]) continue;
+        if (!alloc->live[index] && !alloc->latched[index]) continue;
         if (pos >= *count || addresses[pos] != alloc->base + index * page) mismatches++;
         pos++;
-        if (flags & 1) alloc->written[index] = 0;
+        if (flags & 1) alloc->live[index] = alloc->latched[index] = 0;
     }
     if (*count != pos || *granularity != page) mismatches++;
 }
@@ -186,7 +191,8 @@ static void fuzz_reset(void)
         check_whole_state();
         return;
     }
-    memset(alloc->written + first, 0, last - first);
+    memset(alloc->live + first, 0, last - first);
+    memset(alloc->latched + first, 0, last - first);
 }
 
 static void fuzz_write(void)
@@ -194,8 +200,58 @@ static void fuzz_write(void)
     struct model_allocation *alloc = &model[random_below(3)];
     size_t index = random_below(alloc->pages);
 
+    if (!alloc->committed[index] || !alloc->writable[index]) return;
     alloc->base[index * page + random_below(page)]++;
-    alloc->written[index] = 1;
+    alloc->live[index] = 1;
+}
+
+/* A random page range of a random allocation. */
+static struct model_allocation *random_pages(size_t *first, size_t *last)
+{
+    struct model_allocation *alloc = &model[random_below(3)];
+
+    *first = random_below(alloc->pages);
+    *last = *first + 1 + random_below(alloc->pages - *first);
+    return alloc;
+}
+
+/* What the host does and the model says of it: VirtualProtect of committed
+ * pages latches their live state; MEM_DECOMMIT clears the live state and
+ * keeps the latched one; MEM_COMMIT sets nothing; MEM_RESET changes
+ * nothing. */
+static void fuzz_host_change(void)
+{
+    size_t first, last, index;
+    struct model_allocation *alloc = random_pages(&first, &last);
+    char *start = alloc->base + first * page;
+    size_t size = (last - first) * page;
+    int writable = random_below(2);
+
+    switch (random_below(4))
+    {
+    case 0:
+        for (index = first; index < last; index++) if (!alloc->committed[index]) return;
+        host_protect(start, size, writable ? PROT_READ | PROT_WRITE : PROT_READ);
+        for (index = first; index < last; index++)
+        {
+            alloc->latched[index] |= alloc->live[index];
+            alloc->writable[index] = writable;
+        }
+        break;
+    case 1:
+        host_decommit(start, size);
+        memset(alloc->live + first, 0, last - first);
+        memset(alloc->committed + first, 0, last - first);
+        break;
+    case 2:
+        host_commit(start, size, PROT_READ | PROT_WRITE);
+        memset(alloc->committed + first, 1, last - first);
+        memset(alloc->writable + first, 1, last - first);
+        break;
+    default:
+        if (writewatch_discard(start, size)) mismatches++;
+        break;
+    }
 }
 
 static void test_fuzz_against_model(void)
@@ -220,10 +276,16 @@ static void test_fuzz_against_model(void)
     ok(model[0].base != NULL, "allocation failed with %#x\n", (unsigned int)status);
     if (!model[0].base) return;
 
+    for (i = 0; i < 3; i++)
+    {
+        memset(model[i].committed, 1, sizeof(model[i].committed));
+        memset(model[i].writable, 1, sizeof(model[i].writable));
+    }
     mismatches = 0;
     for (call = 0; call < calls; call++)
     {
         if (!random_below(6)) fuzz_write();
+        if (!random_below(40)) fuzz_host_change();
         if (random_below(4)) fuzz_get();
         else fuzz_reset();
     }
