@@ -135,6 +135,33 @@ static void test_errors(void)
     VirtualFree(base, 0, MEM_RELEASE);
 }
 
+/* 5, 7: outputs not aligned to their size are a datatype misalignment
+ * (ERROR_NOACCESS), before anything is reset; a range that wraps around the
+ * address space, 32 or 64 bits wide, is no watched allocation. */
+static void test_misaligned_outputs_and_wrapping_ranges(void)
+{
+    char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
+    static ULONG_PTR counts[2];
+    static ULONG granularities[2];
+    ULONG_PTR count = 64;
+    ULONG granularity;
+
+    base[PAGE] = 1;
+    EXPECT_ERROR(GetWriteWatch(WRITE_WATCH_FLAG_RESET, base, 16 * PAGE, (void **)((char *)results + 1), &count,
+                               &granularity), ERROR_NOACCESS);
+    counts[1] = 64;
+    EXPECT_ERROR(GetWriteWatch(WRITE_WATCH_FLAG_RESET, base, 16 * PAGE, results,
+                               (ULONG_PTR *)((char *)&counts[1] - 2), &granularity), ERROR_NOACCESS);
+    EXPECT_ERROR(GetWriteWatch(WRITE_WATCH_FLAG_RESET, base, 16 * PAGE, results, &count,
+                               (ULONG *)((char *)&granularities[1] - 1)), ERROR_NOACCESS);
+    EXPECT_ERROR(GetWriteWatch(0, base, (SIZE_T)0 - (SIZE_T)base + PAGE, results, &count, &granularity),
+                 ERROR_INVALID_PARAMETER);
+    EXPECT_ERROR(ResetWriteWatch(base, (SIZE_T)0 - (SIZE_T)base + PAGE), ERROR_INVALID_PARAMETER);
+    ok(count == 64, "a failed call changed the count\n");
+    expect_pages(0, base, 16, 64, 1);
+    VirtualFree(base, 0, MEM_RELEASE);
+}
+
 /* Protection changes are not writes, and latch what was written. */
 static void test_protect_and_decommit(void)
 {
@@ -408,6 +435,7 @@ static const struct
     { "allocation", test_allocation },
     { "writes_and_order", test_writes_and_order },
     { "errors", test_errors },
+    { "misaligned_outputs_and_wrapping_ranges", test_misaligned_outputs_and_wrapping_ranges },
     { "protect_and_decommit", test_protect_and_decommit },
     { "guard_page", test_guard_page },
     { "read_file", test_read_file },

@@ -706,6 +706,7 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
 {
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     const struct run_buffer *runs = NULL;
+    const char *backend = NULL;
     struct allocation *alloc;
     struct gather *gather;
     uintptr_t room;
@@ -733,13 +734,16 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
 
     lock(&state);
     if ((alloc = find_allocation_for_range(start, end)))
+    {
+        backend = alloc->backend->name;
         status = gather_pages(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, room, gather, &runs);
+    }
     unlock(&state);
     if (status) return status;
 
     *count = copy_out(runs, addresses);
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages\n", (unsigned long)*count);
+    TRACE("returning %lu pages (%s)\n", (unsigned long)*count, backend);
     return status;
 }
 
