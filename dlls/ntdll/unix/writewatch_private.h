@@ -191,6 +191,7 @@ static inline writewatch_status status_from_errno(int err)
 enum writewatch_kernel_op
 {
     WRITEWATCH_OP_USERFAULTFD,
+    WRITEWATCH_OP_UFFDIO_API,
     WRITEWATCH_OP_OPEN_PAGEMAP,
     WRITEWATCH_OP_REGISTER,
     WRITEWATCH_OP_WRITEPROTECT,

@@ -80,6 +80,13 @@ static int open_userfaultfd(void)
     return syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 }
 
+/* The features the kernel offers, asked of a probe context. */
+static int probe_features(int fd, struct uffdio_api *api)
+{
+    INJECT_ERROR(WRITEWATCH_OP_UFFDIO_API);
+    return ioctl(fd, UFFDIO_API, api);
+}
+
 static int open_pagemap(void)
 {
     INJECT_ERROR(WRITEWATCH_OP_OPEN_PAGEMAP);
@@ -332,7 +339,7 @@ static int open_wp_async_userfaultfd(struct writewatch_info *info)
         explain_userfaultfd_error(info, errno);
         return -1;
     }
-    if (!ioctl(fd, UFFDIO_API, &api)) info->uffd_features = api.features;
+    if (!probe_features(fd, &api)) info->uffd_features = api.features;
     close(fd);
     if ((info->uffd_features & REQUIRED_FEATURES) != REQUIRED_FEATURES)
     {
