@@ -255,7 +255,7 @@ static int stop_the_world(void)
         if (get_watch(0, region, PAGES * page, array, &count)) bad_statuses++;
         pthread_create(&thread, NULL, short_lived, NULL);
         pthread_join(thread, NULL);
-        suspensions++;
+        __atomic_add_fetch(&suspensions, 1, __ATOMIC_RELEASE);
     }
     for (slot = 0; slot < THREADS; slot++)
     {
@@ -347,7 +347,10 @@ void test_stress_stop_the_world(void)
     pthread_create(&helpers[1], NULL, watchdog, NULL);
 
     start = now();
-    for (call = 0; call < calls; call++)
+    /* at least one suspension and one churn happen, however slowly the
+     * threads run (valgrind): the suspender ends the run if one hangs */
+    for (call = 0; call < calls || !__atomic_load_n(&suspensions, __ATOMIC_ACQUIRE) ||
+                   !__atomic_load_n(&churns, __ATOMIC_ACQUIRE); call++)
     {
         size_t first = 0, pages = PAGES;
 
@@ -387,7 +390,7 @@ void test_stress_stop_the_world(void)
     }
     printf("stress: %lu collector calls in %.1f s, %d writers, array of %d, %lu suspensions, %lu churns: "
            "%lu lost, %lu false, %lu misordered, %lu bad statuses, %lu in-flight writes reported twice\n",
-           calls, now() - start, WRITERS, ARRAY_SIZE, suspensions, churns, lost, false_reports, misordered,
+           call, now() - start, WRITERS, ARRAY_SIZE, suspensions, churns, lost, false_reports, misordered,
            bad_statuses, repeats);
     ok(!lost, "%lu pages lost a write\n", lost);
     ok(!false_reports, "%lu false reports\n", false_reports);
