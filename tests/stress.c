@@ -286,28 +286,29 @@ static void *suspender(void *arg)
 static void *watchdog(void *arg)
 {
     unsigned long last[THREADS] = { 0 };
-    double since = now();
+    double since[THREADS];
     int slot;
 
     (void)arg;
+    for (slot = 0; slot < THREADS; slot++) since[slot] = now();
     while (!__atomic_load_n(&stop_helpers, __ATOMIC_ACQUIRE))
     {
-        int moved = 1;
-
         for (slot = 0; slot < THREADS; slot++)
         {
             unsigned long value = __atomic_load_n(&progress[slot], __ATOMIC_RELAXED);
 
-            if (value == last[slot]) moved = 0;
-            last[slot] = value;
-        }
-        if (moved) since = now();
-        else if (now() - since > HANG_SECONDS)
-        {
-            ok(0, "a thread made no progress for %d s\n", HANG_SECONDS);
-            printf("0 passed, 1 failed\n");
-            fflush(stdout);
-            _exit(1);
+            if (value != last[slot])
+            {
+                last[slot] = value;
+                since[slot] = now();
+            }
+            else if (now() - since[slot] > HANG_SECONDS)
+            {
+                ok(0, "thread %d made no progress for %d s\n", slot, HANG_SECONDS);
+                printf("0 passed, 1 failed\n");
+                fflush(stdout);
+                _exit(1);
+            }
         }
         usleep(100000);
     }
