@@ -85,17 +85,18 @@ void host_init(int own_lock)
 
 char *host_alloc(size_t size, int prot, writewatch_status *status)
 {
-    char *base = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    int unix_prot = prot ? prot : PROT_NONE;
+    char *base = mmap(NULL, size, unix_prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     sigset_t state;
 
+    /* as Wine does, a committed allocation is mapped with its protection */
     if (base == MAP_FAILED) fail("mmap");
     host_lock(&state);
-    if ((*status = writewatch_add_allocation(base, size, PROT_NONE)))
+    if ((*status = writewatch_add_allocation(base, size, unix_prot)))
     {
         munmap(base, size);
         base = NULL;
     }
-    else if (prot) host_commit(base, size, prot);
     host_unlock(&state);
     return base;
 }

@@ -813,6 +813,101 @@ static void test_writes_past_the_mapping_limit(void)
     host_free(base, 512 * page);
 }
 
+/* Whether page i of the interleaved case is reported: latched even pages,
+ * and written pages 1 mod 4. */
+static int interleaved_page(size_t i)
+{
+    return i % 2 == 0 || i % 4 == 1;
+}
+
+/* Counts the entries of results[0, count) that are not the reported pages
+ * of the interleaved case, in order, from page *next on. */
+static uintptr_t wrong_interleaved_pages(char *base, uintptr_t count, size_t *next)
+{
+    uintptr_t i, wrong = 0;
+
+    for (i = 0; i < count; i++)
+    {
+        while (!interleaved_page(*next)) (*next)++;
+        wrong += results[i] != base + (*next)++ * page;
+    }
+    return wrong;
+}
+
+/* 11, 16: an answer of more runs than one batch holds, made of latched
+ * pages and written ones between them, is whole and in order, and a short
+ * array with reset resets exactly what it returned, across batches. */
+static void test_latched_and_written_pages_across_batches(void)
+{
+    size_t pages = MAX_PAGES, next = 0, i;
+    char *base = alloc_rw(pages);
+    uintptr_t count = MAX_PAGES;
+
+    for (i = 0; i < pages; i += 2) base[i * page] = 1;
+    host_protect(base, pages * page, PROT_READ | PROT_WRITE);
+    host_decommit(base, pages * page);
+    host_commit(base, pages * page, PROT_READ | PROT_WRITE);
+    for (i = 1; i < pages; i += 4) base[i * page] = 1;
+
+    ok(get_watch(0, base, pages * page, results, &count) == 0 && count == 3 * pages / 4, "%lu pages\n",
+       (unsigned long)count);
+    ok(!wrong_interleaved_pages(base, count, &next), "wrong pages without reset\n");
+    count = 3000;
+    next = 0;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count) == 0 && count == 3000, "%lu pages\n",
+       (unsigned long)count);
+    ok(!wrong_interleaved_pages(base, count, &next), "wrong pages in the short array\n");
+    count = MAX_PAGES;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count) == 0 && count == 3 * pages / 4 - 3000,
+       "%lu pages after the short array\n", (unsigned long)count);
+    ok(!wrong_interleaved_pages(base, count, &next), "wrong pages after the short array\n");
+    expect_pages(0, base, pages, MAX_PAGES, NONE);
+    host_free(base, pages * page);
+}
+
+/* The kilobytes of page tables of the process. */
+static long page_table_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *status = fopen("/proc/self/status", "r");
+
+    while (status && fgets(line, sizeof(line), status))
+        if (!strncmp(line, "VmPTE:", 6)) kib = atol(line + 6);
+    if (status) fclose(status);
+    return kib;
+}
+
+/* 2: a large reservation reports nothing and costs no page tables until
+ * it is committed; committed pages in it are tracked exactly. */
+static void test_large_reservation_costs_no_page_tables(void)
+{
+    size_t size = (size_t)64 << 30;
+    long before = page_table_kib();
+    writewatch_status status;
+    char *base = host_alloc(size, 0, &status);
+    uintptr_t count = MAX_PAGES;
+    long grown;
+
+    ok(base != NULL, "reserving 64 GiB failed with %#x\n", (unsigned int)status);
+    if (!base) return;
+    ok(get_watch(0, base, size, results, &count) == 0 && count == 0, "%lu reserved pages reported\n",
+       (unsigned long)count);
+    ok(writewatch_reset_write_watch(base, size) == 0, "reset of the reservation failed\n");
+    grown = page_table_kib() - before;
+    ok(grown < 1024, "reserving, querying and resetting 64 GiB took %ld KiB of page tables\n", grown);
+    host_commit(base + size / 2, 16 * page, PROT_READ | PROT_WRITE);
+    base[size / 2 + 3 * page] = 1;
+    (void)*(volatile char *)(base + size / 2 + 5 * page);
+    count = MAX_PAGES;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, size, results, &count) == 0 && count == 1 &&
+       results[0] == base + size / 2 + 3 * page, "committed pages: %lu reported\n", (unsigned long)count);
+    count = MAX_PAGES;
+    ok(get_watch(0, base, size, results, &count) == 0 && count == 0, "%lu pages after reset\n",
+       (unsigned long)count);
+    host_free(base, size);
+}
+
 extern void test_stress_stop_the_world(void);
 
 const struct test writewatch_tests[] =
@@ -837,6 +932,8 @@ const struct test writewatch_tests[] =
     { "latched_pages_survive_decommit", test_latched_pages_survive_decommit },
     { "latched_and_written_short_array", test_latched_and_written_pages_with_short_array },
     { "every_other_page_of_2048", test_every_other_page_of_2048 },
+    { "latched_and_written_across_batches", test_latched_and_written_pages_across_batches },
+    { "large_reservation_costs_no_page_tables", test_large_reservation_costs_no_page_tables },
     { "release_ends_watch", test_release_ends_watch },
     { "read_from_pipe_marks_pages", test_read_from_pipe_marks_pages },
     { "read_from_file_marks_pages", test_read_from_file_marks_pages },

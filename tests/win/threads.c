@@ -25,7 +25,7 @@ struct watchdog
     DWORD ms;
     const char *what;
     volatile LONG stop;
-    HANDLE thread;
+    HANDLE thread, stalled;
 };
 
 static DWORD WINAPI watchdog_thread(void *arg)
@@ -45,17 +45,17 @@ static DWORD WINAPI watchdog_thread(void *arg)
         else if (GetTickCount() - since > dog->ms)
         {
             ok(0, "%s made no progress for %lu ms\n", dog->what, dog->ms);
-            printf("%ld passed, %ld failed\n", passed, failed);
-            fflush(stdout);
-            TerminateProcess(GetCurrentProcess(), 1);
+            hang(dog->stalled, dog->what);
         }
     }
     return 0;
 }
 
-static void start_watchdog(struct watchdog *dog, volatile LONG *progress, DWORD ms, const char *what)
+/* stalled: the thread whose progress it watches, for the hang report */
+static void start_watchdog(struct watchdog *dog, volatile LONG *progress, DWORD ms, const char *what, HANDLE stalled)
 {
     dog->progress = progress;
+    dog->stalled = stalled;
     dog->ms = ms;
     dog->what = what;
     dog->stop = 0;
@@ -230,7 +230,8 @@ void test_suspended_inside_a_call(void)
     b.heap = alloc_watched(b.size, MEM_COMMIT, PAGE_READWRITE);
     for (i = 0; i < b.size; i += 16 * PAGE) b.heap[i] = 1;
     worker = CreateThread(NULL, 0, keep_collecting, &b, 0, NULL);
-    start_watchdog(&dog, &rounds, 30000, "stopping a thread inside GetWriteWatch");
+    name_in_hang_reports(worker, "the collector that the main thread suspends");
+    start_watchdog(&dog, &rounds, 30000, "stopping a thread inside GetWriteWatch", NULL);
     for (i = 0; i < 200; i++)
     {
         ok(SuspendThread(worker) == 0, "SuspendThread\n");
@@ -245,6 +246,7 @@ void test_suspended_inside_a_call(void)
     }
     stop_watchdog(&dog);
     b.stop = 1;
+    name_in_hang_reports(worker, NULL);
     join_or_die(worker, 30000, "the collector");
     ok(!b.failures && b.calls > 0, "%ld calls, %ld failed\n", b.calls, b.failures);
     VirtualFree(b.heap, 0, MEM_RELEASE);
@@ -445,13 +447,15 @@ static void run_world(struct world *w, DWORD ms, BOOL suspend, const char *name)
     }
     threads[WRITERS] = CreateThread(NULL, 0, collector, w, 0, NULL);
     threads[WRITERS + 1] = CreateThread(NULL, 0, churner, w, 0, NULL);
-    start_watchdog(&dog, &w->progress, 30000, name);
+    name_in_hang_reports(threads[WRITERS + 1], "the churner");
+    start_watchdog(&dog, &w->progress, 30000, name, threads[WRITERS]);
     while (GetTickCount() - start < ms)
     {
         if (suspend) stop_the_world_once(w, threads, WRITERS + 2);
         Sleep(2);
     }
     stop_watchdog(&dog);
+    name_in_hang_reports(threads[WRITERS + 1], NULL);
     w->stop_churner = 1;
     join_or_die(threads[WRITERS], 30000, "the collector");
     join_or_die(threads[WRITERS + 1], 30000, "the churner");

@@ -31,8 +31,14 @@ void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR ro
          #call ": error %lu\n", GetLastError()); } while (0)
 
 /* Waits for a thread to end within ms; a thread that does not is hung, and
- * since it cannot be joined, the run ends there, failed. */
+ * since it cannot be joined, the run ends there, failed, with a hang report
+ * that says where the hung thread, and each thread named for hang reports,
+ * stand. */
 void join_or_die(HANDLE thread, DWORD ms, const char *what);
+/* Ends the run with a hang report: thread (may be NULL) hung doing what. */
+void hang(HANDLE thread, const char *what) __attribute__((noreturn));
+/* Names a thread, or with NULL forgets it, for the hang reports. */
+void name_in_hang_reports(HANDLE thread, const char *name);
 
 void test_unwritable_outputs(void);
 void test_array_in_clean_page_beside_protect(void);

@@ -10,6 +10,7 @@
 
 #include <windows.h>
 #include <winternl.h>
+#include <psapi.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -59,6 +60,69 @@ void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR ro
             ((char *)results[i] - base) / PAGE, expected[i]);
 }
 
+static struct
+{
+    HANDLE thread;
+    const char *name;
+} suspects[4];
+
+void name_in_hang_reports(HANDLE thread, const char *name)
+{
+    int i;
+
+    for (i = 0; i < 4; i++)
+    {
+        if (suspects[i].thread && suspects[i].thread != thread) continue;
+        suspects[i].thread = name ? thread : NULL;
+        suspects[i].name = name;
+        return;
+    }
+}
+
+/* Says where a thread stands: the mapped file and offset of its
+ * instruction pointer (for a 32-bit program inside a system call, the
+ * system call's stub).  It takes no loader lock: the hung thread may hold
+ * it. */
+static void report_thread(HANDLE thread, const char *name)
+{
+    MEMORY_BASIC_INFORMATION info = { 0 };
+    char path[MAX_PATH] = "?", *file;
+    CONTEXT context;
+    ULONG_PTR ip;
+
+    SuspendThread(thread);
+    context.ContextFlags = CONTEXT_CONTROL;
+    if (!GetThreadContext(thread, &context))
+    {
+        printf("hang report: %s: no context (error %lu)\n", name, GetLastError());
+        return;
+    }
+#ifdef _WIN64
+    ip = context.Rip;
+#else
+    ip = context.Eip;
+#endif
+    VirtualQuery((void *)ip, &info, sizeof(info));
+    K32GetMappedFileNameA(GetCurrentProcess(), (void *)ip, path, sizeof(path));
+    file = strrchr(path, '\\') ? strrchr(path, '\\') + 1 : path;
+    printf("hang report: %s stands at %s+%#llx (ip %#llx)\n", name, file,
+           (unsigned long long)(ip - (ULONG_PTR)info.AllocationBase), (unsigned long long)ip);
+    fflush(stdout);
+}
+
+void hang(HANDLE thread, const char *what)
+{
+    int i;
+
+    if (thread) report_thread(thread, what);
+    for (i = 0; i < 4; i++)
+        if (suspects[i].thread && suspects[i].thread != thread) report_thread(suspects[i].thread, suspects[i].name);
+    printf("%ld passed, %ld failed\n", passed, failed);
+    fflush(stdout);
+    TerminateProcess(GetCurrentProcess(), 1);
+    ExitProcess(1);
+}
+
 void join_or_die(HANDLE thread, DWORD ms, const char *what)
 {
     if (WaitForSingleObject(thread, ms) == WAIT_OBJECT_0)
@@ -67,9 +131,7 @@ void join_or_die(HANDLE thread, DWORD ms, const char *what)
         return;
     }
     ok(0, "%s did not finish within %lu ms\n", what, ms);
-    printf("%ld passed, %ld failed\n", passed, failed);
-    fflush(stdout);
-    TerminateProcess(GetCurrentProcess(), 1);
+    hang(thread, what);
 }
 
 static void test_allocation(void)

@@ -8,8 +8,8 @@
  *
  * Everything that reads or changes write-watch state runs under one lock,
  * the host's or the module's own (see include/writewatch.h).  A query
- * gathers its answer as runs of pages into memory of the calling thread,
- * and copies it to the caller only after leaving the lock.
+ * gathers its answer in batches of runs of pages on its own stack, and
+ * copies each batch to the caller after leaving the lock.
  */
 
 #if 0
@@ -36,7 +36,6 @@ size_t writewatch_page_size;
 
 static const struct writewatch_lock *host_lock;
 static pthread_mutex_t own_mutex;
-static pthread_key_t gather_key;
 static const struct backend *default_backend;
 static struct writewatch_info init_info;
 
@@ -160,17 +159,6 @@ size_t page_set_next_missing(const struct page_set *set, size_t first, size_t la
 
 /* Run buffers */
 
-int run_buffer_reserve(struct run_buffer *buf, size_t capacity)
-{
-    struct page_region *runs;
-
-    if (capacity <= buf->capacity) return 1;
-    if (!(runs = realloc(buf->runs, capacity * sizeof(*runs)))) return 0;
-    buf->runs = runs;
-    buf->capacity = capacity;
-    return 1;
-}
-
 int run_buffer_append(struct run_buffer *buf, char *start, char *end)
 {
     struct page_region *run;
@@ -180,50 +168,12 @@ int run_buffer_append(struct run_buffer *buf, char *start, char *end)
         buf->runs[buf->count - 1].end = (uintptr_t)end;
         return 1;
     }
-    if (buf->count == buf->capacity && !run_buffer_reserve(buf, buf->capacity * 2 + 64)) return 0;
+    if (buf->count == RUN_BATCH) return 0;
     run = &buf->runs[buf->count++];
     run->start = (uintptr_t)start;
     run->end = (uintptr_t)end;
     run->categories = PAGE_IS_WRITTEN;
     return 1;
-}
-
-/* The runs a calling thread gathers: what the backend reported, and that
- * merged with the core's pages.  They are the thread's own, since the copy
- * to the caller happens outside the lock, and are kept for its next call:
- * sized once for the largest answer, they cost no allocation afterwards, and
- * a fault while copying out leaks nothing. */
-struct gather
-{
-    struct run_buffer found;
-    struct run_buffer merged;
-};
-
-static void free_gather(void *ptr)
-{
-    struct gather *gather = ptr;
-
-    free(gather->found.runs);
-    free(gather->merged.runs);
-    free(gather);
-}
-
-static struct gather *thread_gather(void)
-{
-    struct gather *gather = pthread_getspecific(gather_key);
-
-    if (!gather && (gather = calloc(1, sizeof(*gather)))) pthread_setspecific(gather_key, gather);
-    if (gather) gather->found.count = gather->merged.count = 0;
-    return gather;
-}
-
-/* The most runs [first, last) can hold with at most max_pages pages in
- * them: runs are separated by clean pages. */
-static size_t max_runs(size_t first, size_t last, uintptr_t max_pages)
-{
-    size_t runs = (last - first + 1) / 2;
-
-    return runs < max_pages ? runs : max_pages;
 }
 
 const char *writewatch_backend_name(enum writewatch_backend backend)
@@ -259,7 +209,6 @@ enum writewatch_backend writewatch_init(const struct writewatch_lock *lock_ops)
         lock_ops = &own_lock;
     }
     host_lock = lock_ops;
-    pthread_key_create(&gather_key, free_gather);
 
     lock(&state);
     writewatch_page_size = sysconf(_SC_PAGESIZE);
@@ -382,6 +331,7 @@ static void free_allocation(struct allocation *alloc)
 {
     free(alloc->latched.bits);
     free(alloc->kept.bits);
+    free(alloc->armed.bits);
     free(alloc->written.bits);
     free(alloc->prot);
     free(alloc);
@@ -463,16 +413,11 @@ void writewatch_remove_allocation(void *base)
     unlock(&state);
 }
 
+/* Takes no lock: the host asks with its own lock held, which every change
+ * to the allocations takes, so that asking costs unwatched memory nothing. */
 int writewatch_is_watched(const void *addr)
 {
-    sigset_t state;
-    int watched;
-
-    if (!writewatch_page_size) return 0;
-    lock(&state);
-    watched = find_allocation(addr) != NULL;
-    unlock(&state);
-    return watched;
+    return writewatch_page_size && find_allocation(addr) != NULL;
 }
 
 /* Keeps the pages of runs from index i on, past page cut, which the
@@ -497,11 +442,12 @@ static void forget_core_pages(struct allocation *alloc, size_t first, size_t las
 }
 
 /* Stores in out the first max_pages pages of found and of the core's own
- * pages in [first, last).  With reset, the core's pages reported are
- * forgotten, and found pages past the cut, which the backend reset, kept.
- * out has room for every run. */
+ * pages in [first, last), as many runs as out holds; where out is full,
+ * *next moves back to the first page it could not take.  With reset, the
+ * core's pages reported are forgotten, and found pages past the cut, which
+ * the backend reset, kept. */
 static void merge_core_pages(struct allocation *alloc, size_t first, size_t last, int reset, uintptr_t max_pages,
-                             const struct run_buffer *found, struct run_buffer *out)
+                             const struct run_buffer *found, struct run_buffer *out, char **next)
 {
     size_t i = 0, cursor = first;
 
@@ -527,7 +473,11 @@ static void merge_core_pages(struct allocation *alloc, size_t first, size_t last
         }
         else break;
 
-        run_buffer_append(out, page_address(alloc, take_first), page_address(alloc, take_last));
+        if (!run_buffer_append(out, page_address(alloc, take_first), page_address(alloc, take_last)))
+        {
+            *next = page_address(alloc, cursor);
+            break;
+        }
         if (reset) forget_core_pages(alloc, take_first, take_last);
         max_pages -= take_last - take_first;
         cursor = take_last;
@@ -536,59 +486,64 @@ static void merge_core_pages(struct allocation *alloc, size_t first, size_t last
     if (reset) keep_pages(alloc, found, i, cursor);
 }
 
-/* Gathers the first max_pages written pages of [start, end), the backend's
- * and the core's, into *result; with reset, resets exactly those.  On
- * failure, the pages the backend had already reset stay reported. */
-static writewatch_status gather_pages(struct allocation *alloc, char *start, char *end, int reset,
-                                      uintptr_t max_pages, struct gather *gather, const struct run_buffer **result)
+/* Gathers the first written pages of [start, end), the backend's and the
+ * core's, at most max_pages, as many runs as a batch holds, into *result;
+ * with reset, resets exactly those.  *next is where the next batch starts.
+ * On failure, the pages the backend had already reset stay reported. */
+static writewatch_status gather_batch(struct allocation *alloc, char *start, char *end, int reset,
+                                      uintptr_t max_pages, struct run_buffer *found, struct run_buffer *merged,
+                                      const struct run_buffer **result, char **next)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    size_t room = max_runs(first, last, max_pages) + 1;
+    size_t first = page_index(alloc, start), last;
     writewatch_status status;
 
     if (reset && !page_set_init(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-    if (!run_buffer_reserve(&gather->found, room)) return WRITEWATCH_STATUS_NO_MEMORY;
-    if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, &gather->found)))
+    found->count = merged->count = 0;
+    if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, found, next)))
     {
-        if (reset) keep_pages(alloc, &gather->found, 0, first);
+        if (reset) keep_pages(alloc, found, 0, first);
         return status;
     }
-    *result = &gather->found;
+    *result = found;
+    last = page_index(alloc, *next);
     if (page_set_next(&alloc->latched, &alloc->kept, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
-
-    if (!run_buffer_reserve(&gather->merged, room))
-    {
-        if (reset) keep_pages(alloc, &gather->found, 0, first);
-        return WRITEWATCH_STATUS_NO_MEMORY;
-    }
-    merge_core_pages(alloc, first, last, reset, max_pages, &gather->found, &gather->merged);
-    *result = &gather->merged;
+    merge_core_pages(alloc, first, last, reset, max_pages, found, merged, next);
+    *result = merged;
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-/* Copies the written state of [start, end) into the latched set. */
+/* Adds the pages of [first, last) in from to the set. */
+static void add_page_set(struct page_set *set, const struct page_set *from, size_t first, size_t last)
+{
+    size_t i, run_last;
+
+    for (i = page_set_next(from, NULL, first, last); i < last; i = page_set_next(from, NULL, run_last, last))
+    {
+        run_last = page_set_next_missing(from, i, last);
+        page_set_add(set, i, run_last);
+    }
+}
+
+/* Copies the written state of [start, end) into the latched set, a batch
+ * at a time. */
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
-    struct gather *gather = thread_gather();
     writewatch_status status;
+    struct run_buffer found;
 
-    if (!gather || !run_buffer_reserve(&gather->found, max_runs(first, last, UINTPTR_MAX) + 1))
-        return WRITEWATCH_STATUS_NO_MEMORY;
-    if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &gather->found))) return status;
-    for (i = page_set_next(&alloc->kept, NULL, first, last); i < last; i = page_set_next(&alloc->kept, NULL, i, last))
+    while (start < end)
     {
-        size_t run_last = page_set_next_missing(&alloc->kept, i, last);
-
-        if (!run_buffer_append(&gather->found, page_address(alloc, i), page_address(alloc, run_last)))
-            return WRITEWATCH_STATUS_NO_MEMORY;
-        i = run_last;
+        found.count = 0;
+        if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &found, &start))) return status;
+        if (found.count && !page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+        for (i = 0; i < found.count; i++)
+            page_set_add(&alloc->latched, page_index(alloc, (char *)(uintptr_t)found.runs[i].start),
+                         page_index(alloc, (char *)(uintptr_t)found.runs[i].end));
     }
-    if (!gather->found.count) return WRITEWATCH_STATUS_SUCCESS;
+    if (page_set_next(&alloc->kept, NULL, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
     if (!page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-    for (i = 0; i < gather->found.count; i++)
-        page_set_add(&alloc->latched, page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].start),
-                     page_index(alloc, (char *)(uintptr_t)gather->found.runs[i].end));
+    add_page_set(&alloc->latched, &alloc->kept, first, last);
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -704,12 +659,12 @@ static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
                                              uintptr_t *count, uint32_t *granularity)
 {
-    writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
-    const struct run_buffer *runs = NULL;
+    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
+    struct run_buffer found, merged;
+    const struct run_buffer *runs;
     const char *backend = NULL;
     struct allocation *alloc;
-    struct gather *gather;
-    uintptr_t room;
+    uintptr_t room, done = 0;
     char *start, *end;
     sigset_t state;
 
@@ -728,22 +683,31 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
     probe_for_write(count, sizeof(*count));
     probe_for_write(granularity, sizeof(*granularity));
     probe_for_write(addresses, room * sizeof(*addresses));
-    if (!(gather = thread_gather())) return WRITEWATCH_STATUS_NO_MEMORY;
 
     TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)room);
 
-    lock(&state);
-    if ((alloc = find_allocation_for_range(start, end)))
+    /* A batch at a time: each is gathered under the lock, then copied out
+     * without it.  Another thread may release the allocation between two
+     * batches: what was reported before stays reported. */
+    while (start < end && done < room)
     {
-        backend = alloc->backend->name;
-        status = gather_pages(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, room, gather, &runs);
+        lock(&state);
+        if ((alloc = find_allocation_for_range(start, end)))
+        {
+            backend = alloc->backend->name;
+            status = gather_batch(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, room - done, &found, &merged,
+                                  &runs, &start);
+        }
+        else if (!done) status = WRITEWATCH_STATUS_INVALID_PARAMETER;
+        unlock(&state);
+        if (!alloc || status) break;
+        done += copy_out(runs, addresses + done);
     }
-    unlock(&state);
     if (status) return status;
 
-    *count = copy_out(runs, addresses);
+    *count = done;
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages (%s)\n", (unsigned long)*count, backend);
+    TRACE("returning %lu pages (%s)\n", (unsigned long)done, backend);
     return status;
 }
 
@@ -751,18 +715,15 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
 {
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
-    struct gather *gather;
     char *start, *end;
     sigset_t state;
 
     if (!round_range(base, size, &start, &end)) return status;
-    if (!(gather = thread_gather())) return WRITEWATCH_STATUS_NO_MEMORY;
 
     TRACE("%p-%p\n", start, end);
 
     lock(&state);
-    if ((alloc = find_allocation_for_range(start, end)) &&
-        !(status = alloc->backend->reset(alloc, start, end, &gather->found)))
+    if ((alloc = find_allocation_for_range(start, end)) && !(status = alloc->backend->reset(alloc, start, end)))
         forget_core_pages(alloc, page_index(alloc, start), page_index(alloc, end));
     unlock(&state);
     return status;

@@ -110,9 +110,10 @@ static writewatch_status mprotect_add(struct allocation *alloc, int unix_prot)
 {
     writewatch_status status;
 
-    alloc->prot = malloc(alloc->pages);
+    /* a reservation's protections stay untouched memory */
+    alloc->prot = calloc(alloc->pages, 1);
     if (!page_set_init(&alloc->written, alloc) || !alloc->prot) return WRITEWATCH_STATUS_NO_MEMORY;
-    memset(alloc->prot, unix_prot, alloc->pages);
+    if (unix_prot != PROT_NONE) memset(alloc->prot, unix_prot, alloc->pages);
     if (!(unix_prot & PROT_WRITE)) return WRITEWATCH_STATUS_SUCCESS;
     if (!(status = apply_protection(alloc, 0, alloc->pages, 0))) return status;
     /* leave the memory as the host mapped it */
@@ -139,11 +140,11 @@ static writewatch_status mprotect_decommit(struct allocation *alloc, char *start
 }
 
 static writewatch_status mprotect_collect(struct allocation *alloc, char *start, char *end, int reset,
-                                          uintptr_t max_pages, struct run_buffer *out)
+                                          uintptr_t max_pages, struct run_buffer *out, char **next)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
-    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
 
+    *next = end;
     while (max_pages && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
     {
         size_t run_end = page_set_next_missing(&alloc->written, index, last);
@@ -151,7 +152,7 @@ static writewatch_status mprotect_collect(struct allocation *alloc, char *start,
         if (run_end - index > max_pages) run_end = index + max_pages;
         if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end)))
         {
-            status = WRITEWATCH_STATUS_NO_MEMORY;
+            *next = page_address(alloc, index);
             break;
         }
         max_pages -= run_end - index;
@@ -159,11 +160,10 @@ static writewatch_status mprotect_collect(struct allocation *alloc, char *start,
     }
     /* every written page before index is in out */
     if (reset) change_written_state(alloc, first, index, 0);
-    return status;
+    return WRITEWATCH_STATUS_SUCCESS;
 }
 
-static writewatch_status mprotect_reset(struct allocation *alloc, char *start, char *end,
-                                        WW_UNUSED struct run_buffer *scratch)
+static writewatch_status mprotect_reset(struct allocation *alloc, char *start, char *end)
 {
     return change_written_state(alloc, page_index(alloc, start), page_index(alloc, end), 0);
 }

@@ -85,17 +85,23 @@ struct allocation
      * (past a short array's end, or in a call that failed): reported until
      * reset, cleared by decommit like any written page. */
     struct page_set kept;
+    /* Kernel backend only: pages write-protected since the host made them
+     * accessible; never-committed pages are not, and cost no page tables. */
+    struct page_set armed;
     /* Fallback backend only: written pages and the protection the host set. */
     struct page_set written;
     uint8_t *prot;
 };
 
-/* Runs of pages, in ascending order, as PAGEMAP_SCAN returns them. */
+/* A batch of runs of pages, in ascending order, as PAGEMAP_SCAN returns
+ * them: a bounded buffer on the stack, of as many regions as the kernel's
+ * own batch, so that no scan needs memory in proportion to its range. */
+#define RUN_BATCH 512
+
 struct run_buffer
 {
-    struct page_region *runs;
     size_t count;
-    size_t capacity;
+    struct page_region runs[RUN_BATCH];
 };
 
 /* For backend operations that do not need every argument. */
@@ -113,13 +119,14 @@ struct backend
     writewatch_status (*set_protection)(struct allocation *alloc, char *start, char *end, int unix_prot);
     /* the host replaced [start, end) by a fresh inaccessible mapping */
     writewatch_status (*decommit)(struct allocation *alloc, char *start, char *end);
-    /* Appends the first max_pages written pages of [start, end) to out as
-     * runs; with reset, resets exactly those.  On failure, out holds every
-     * page that was reset. */
+    /* Appends to the empty out the first written pages of [start, end), at
+     * most max_pages, as many runs as out holds; with reset, resets exactly
+     * those.  *next is where the pages not gathered start: end when out
+     * took them all.  On failure, out holds every page that was reset. */
     writewatch_status (*collect)(struct allocation *alloc, char *start, char *end, int reset,
-                                 uintptr_t max_pages, struct run_buffer *out);
-    /* every page of [start, end) clean; scratch is the caller's to use */
-    writewatch_status (*reset)(struct allocation *alloc, char *start, char *end, struct run_buffer *scratch);
+                                 uintptr_t max_pages, struct run_buffer *out, char **next);
+    /* every page of [start, end) clean */
+    writewatch_status (*reset)(struct allocation *alloc, char *start, char *end);
     void (*remove)(struct allocation *alloc);
     int (*handle_fault)(struct allocation *alloc, char *page);
     /* lend write access to [start, end) for a system call; nonzero when
@@ -168,9 +175,8 @@ size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t 
 size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last);
 
 /* Appends [start, end) to buf, joining it to the last run when they touch;
- * returns 0 when out of memory. */
+ * returns 0 when buf is full. */
 int run_buffer_append(struct run_buffer *buf, char *start, char *end);
-int run_buffer_reserve(struct run_buffer *buf, size_t capacity);
 
 /* Kernel failures are the module's, never the caller's bad parameters. */
 static inline writewatch_status status_from_errno(int err)

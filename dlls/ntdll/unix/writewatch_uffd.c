@@ -10,6 +10,15 @@
  * Transparent huge pages are kept out of watched ranges (MADV_NOHUGEPAGE):
  * a huge page is tracked and split as a whole, which costs a split on the
  * first write and would make a partial report split it again.
+ *
+ * An allocation is registered whole, but write-protected ("armed") only
+ * where the host makes pages accessible, and only armed pages are scanned:
+ * a page never made accessible since it was reserved or decommitted holds
+ * nothing written, so a large reservation costs no page tables until it is
+ * committed.  (Unprotected pages of a registered range read as written:
+ * the kernel cannot tell them from pages written before registration.)
+ * A page is armed before it becomes accessible, since a read would map the
+ * zero page unprotected.
  */
 
 #if 0
@@ -146,19 +155,50 @@ static int scan_written_pages(char *start, char *end, int reset, struct page_reg
     return ret;
 }
 
+/* Registers [start, end) for write-protect tracking, at 4 KiB (see the
+ * comment at the top). */
+static int register_watched_range(char *start, char *end)
+{
+    if (madvise(start, end - start, MADV_NOHUGEPAGE)) TRACE("MADV_NOHUGEPAGE: %s\n", strerror(errno));
+    return register_range(start, end) ? errno : 0;
+}
+
 /* Registers [start, end) and protects it, so that every page reads clean. */
 static int watch_range(char *start, char *end)
 {
     int err;
 
-    /* keep tracking at 4 KiB: see the comment at the top */
-    if (madvise(start, end - start, MADV_NOHUGEPAGE)) TRACE("MADV_NOHUGEPAGE: %s\n", strerror(errno));
-    if (register_range(start, end)) return errno;
+    if ((err = register_watched_range(start, end))) return err;
     if (!write_protect_range(start, end)) return 0;
     err = errno;
     WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", start, end, strerror(err));
     unregister_range(start, end);
     return err;
+}
+
+/* Protects the pages of [start, end) not protected since they were last
+ * made accessible: they were never, so nothing on them is written. */
+static writewatch_status arm_pages(struct allocation *alloc, char *start, char *end)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), run_last;
+
+    if (!page_set_init(&alloc->armed, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
+    for (first = page_set_next_missing(&alloc->armed, first, last); first < last;
+         first = page_set_next_missing(&alloc->armed, run_last, last))
+    {
+        run_last = page_set_next(&alloc->armed, NULL, first, last);
+        /* a decommit that could not register the fresh mapping left it to us */
+        if (write_protect_range(page_address(alloc, first), page_address(alloc, run_last)) &&
+            (register_watched_range(page_address(alloc, first), page_address(alloc, run_last)) ||
+             write_protect_range(page_address(alloc, first), page_address(alloc, run_last))))
+        {
+            WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", page_address(alloc, first), page_address(alloc, run_last),
+                 strerror(errno));
+            return status_from_errno(errno);
+        }
+        page_set_add(&alloc->armed, first, run_last);
+    }
+    return WRITEWATCH_STATUS_SUCCESS;
 }
 
 /* A scan failed after it may have protected pages up to walk_end: those
@@ -176,92 +216,112 @@ static writewatch_status scan_failed(struct allocation *alloc, char *start, char
     return status_from_errno(err);
 }
 
-static writewatch_status uffd_add(struct allocation *alloc, WW_UNUSED int unix_prot)
+static writewatch_status uffd_add(struct allocation *alloc, int unix_prot)
 {
-    int err = watch_range(alloc->base, alloc->base + alloc->size);
+    char *end = alloc->base + alloc->size;
+    writewatch_status status;
+    int err;
 
-    if (!err) return WRITEWATCH_STATUS_SUCCESS;
-    WARN("cannot watch %p-%p: %s\n", alloc->base, alloc->base + alloc->size, strerror(err));
-    return status_from_errno(err);
+    if ((err = register_watched_range(alloc->base, end)))
+    {
+        WARN("cannot watch %p-%p: %s\n", alloc->base, end, strerror(err));
+        return status_from_errno(err);
+    }
+    if (unix_prot == PROT_NONE || !(status = arm_pages(alloc, alloc->base, end))) return WRITEWATCH_STATUS_SUCCESS;
+    unregister_range(alloc->base, end);
+    return status;
 }
 
-static writewatch_status uffd_set_protection(WW_UNUSED struct allocation *alloc, char *start, char *end,
-                                             int unix_prot)
+/* Pages made accessible are protected first. */
+static writewatch_status uffd_set_protection(struct allocation *alloc, char *start, char *end, int unix_prot)
 {
+    writewatch_status status;
+
+    if (unix_prot != PROT_NONE && (status = arm_pages(alloc, start, end))) return status;
     if (!mprotect(start, end - start, unix_prot)) return WRITEWATCH_STATUS_SUCCESS;
     return status_from_errno(errno);
 }
 
-/* The fresh mapping is not registered: its pages would read as written. */
-static writewatch_status uffd_decommit(WW_UNUSED struct allocation *alloc, char *start, char *end)
+/* The fresh mapping is not registered, and its pages are protected when
+ * they are committed again. */
+static writewatch_status uffd_decommit(struct allocation *alloc, char *start, char *end)
 {
-    return status_from_errno(watch_range(start, end));
+    page_set_remove(&alloc->armed, page_index(alloc, start), page_index(alloc, end));
+    return status_from_errno(register_watched_range(start, end));
 }
 
-/* Appends the scan's regions, just written past out's runs, to them;
- * returns the pages they hold.  A region that starts inside the last run
- * (a walk resumed inside a run) is joined to it. */
-static uintptr_t add_regions(struct run_buffer *out, int count)
+/* The first run of armed pages of [*first, last), or 0 when there is none. */
+static int next_armed_run(const struct allocation *alloc, size_t *first, size_t last, char **start, char **end)
 {
-    struct page_region *regions = out->runs + out->count;
-    uintptr_t pages = 0;
-    int i;
+    size_t run_last = last;
 
-    for (i = 0; i < count; i++)
+    if (alloc->armed.count != alloc->pages)
     {
-        pages += run_pages(&regions[i]);
-        if (out->count && out->runs[out->count - 1].end >= regions[i].start)
-            out->runs[out->count - 1].end = regions[i].end;
-        else
-            out->runs[out->count++] = regions[i];
+        *first = page_set_next(&alloc->armed, NULL, *first, last);
+        run_last = page_set_next_missing(&alloc->armed, *first, last);
     }
-    return pages;
+    if (*first >= last) return 0;
+    *start = page_address(alloc, *first);
+    *end = page_address(alloc, run_last);
+    *first = run_last;
+    return 1;
 }
 
-/* One walk for the whole range, as long as out has room for every region:
- * each further PAGEMAP_SCAN costs about another walk. */
+/* PAGEMAP_SCANs of the armed runs, with out's room as the vector: the
+ * kernel's own batch. */
 static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
-                                      uintptr_t max_pages, struct run_buffer *out)
+                                      uintptr_t max_pages, struct run_buffer *out, char **next)
 {
-    char *walk_end;
-    size_t room;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), room, i;
+    char *run_start, *run_end, *walk_end;
     int count;
 
-    while (start < end && max_pages)
+    *next = end;
+    while (max_pages && next_armed_run(alloc, &first, last, &run_start, &run_end))
     {
-        if (out->count == out->capacity && !run_buffer_reserve(out, out->capacity * 2 + 64))
-            return WRITEWATCH_STATUS_NO_MEMORY;
-        room = out->capacity - out->count;
+        room = RUN_BATCH - out->count;
         /* max_pages stops the walk, and the reset, at the caller's last entry */
-        count = scan_written_pages(start, end, reset, out->runs + out->count, room, max_pages, &walk_end);
-        if (count < 0) return scan_failed(alloc, start, walk_end, reset, errno, out);
-        if (!count && walk_end <= start)
-        {
-            ERR("PAGEMAP_SCAN made no progress at %p\n", start);
-            return WRITEWATCH_STATUS_UNSUCCESSFUL;
-        }
-        max_pages -= add_regions(out, count);
+        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, room, max_pages, &walk_end);
+        if (count < 0) return scan_failed(alloc, run_start, walk_end, reset, errno, out);
+        for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
+        out->count += count;
         /* Only a full vector or max_pages stops a walk before the end.  When
          * it went to the end, walk_end can still hold where the kernel's
          * internal batch of 512 regions stopped (Linux 6.18). */
-        if ((size_t)count < room) break;
-        start = walk_end;
+        if ((size_t)count < room) continue;
+        *next = walk_end;
+        if (walk_end > run_start) return WRITEWATCH_STATUS_SUCCESS;
+        ERR("PAGEMAP_SCAN made no progress at %p\n", run_start);
+        return WRITEWATCH_STATUS_UNSUCCESSFUL;
     }
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-static writewatch_status uffd_reset(struct allocation *alloc, char *start, char *end, struct run_buffer *scratch)
+/* One write-protecting walk per armed run, without an output vector where
+ * the kernel allows it. */
+static writewatch_status uffd_reset(struct allocation *alloc, char *start, char *end)
 {
-    char *walk_end;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
+    struct run_buffer scratch;
+    char *run_start, *run_end, *walk_end;
 
-    if (protect_without_vec)
+    if (!protect_without_vec)
     {
-        if (scan_written_pages(start, end, 1, NULL, 0, 0, &walk_end) >= 0) return WRITEWATCH_STATUS_SUCCESS;
-        return scan_failed(alloc, start, walk_end, 0, errno, scratch);
+        while (!status && start < end)
+        {
+            scratch.count = 0;
+            status = uffd_collect(alloc, start, end, 1, UINTPTR_MAX, &scratch, &start);
+        }
+        return status;
     }
-    if (!run_buffer_reserve(scratch, (page_index(alloc, end) - page_index(alloc, start) + 1) / 2 + 1))
-        return WRITEWATCH_STATUS_NO_MEMORY;
-    return uffd_collect(alloc, start, end, 1, UINTPTR_MAX, scratch);
+    while (next_armed_run(alloc, &first, last, &run_start, &run_end))
+    {
+        if (scan_written_pages(run_start, run_end, 1, NULL, 0, 0, &walk_end) >= 0) continue;
+        scratch.count = 0;
+        return scan_failed(alloc, run_start, walk_end, 0, errno, &scratch);
+    }
+    return status;
 }
 
 const struct backend writewatch_uffd_backend =
