@@ -13,10 +13,14 @@
  *                                   (WRITEWATCH_BACKEND=auto|uffd|mprotect).
  *   writewatch_add_allocation()     after mapping a new MEM_WRITE_WATCH
  *                                   allocation; it starts with no page written.
+ *                                   A reservation (PROT_NONE) costs the kernel
+ *                                   backend no page tables until committed.
  *   writewatch_set_protection()     instead of mprotect() on watched pages
  *                                   (commit, VirtualProtect, guard pages...):
  *                                   the fallback must keep clean pages
- *                                   read-only, so it applies the protection.
+ *                                   read-only, and the kernel backend protects
+ *                                   pages before they first become accessible,
+ *                                   so it applies the protection.
  *   writewatch_latch()              after a successful VirtualProtect: Windows
  *                                   keeps the written state of pages that
  *                                   change protection even if they are
@@ -137,7 +141,9 @@ writewatch_status writewatch_latch(void *base, size_t size);
 writewatch_status writewatch_decommit(void *base, size_t size);
 writewatch_status writewatch_discard(void *base, size_t size);
 
-/* Returns nonzero when addr lies in a write-watched allocation. */
+/* Returns nonzero when addr lies in a write-watched allocation.  It takes no
+ * lock, so that asking about unwatched memory costs nothing: call it with
+ * the host's lock held (Wine: inside the virtual memory section). */
 int writewatch_is_watched(const void *addr);
 
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,

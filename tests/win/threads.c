@@ -183,7 +183,7 @@ struct busy
 {
     char *heap;
     SIZE_T size;
-    volatile LONG stop, calls, failures;
+    volatile LONG stop, calls, failures, last_error;
 };
 
 /* GetWriteWatch and ResetWriteWatch over 64 MiB, over and over: most of
@@ -198,8 +198,16 @@ static DWORD WINAPI keep_collecting(void *arg)
         ULONG_PTR count = 16;
         ULONG granularity;
 
-        if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, b->heap, b->size, array, &count, &granularity)) b->failures++;
-        if (ResetWriteWatch(b->heap, b->size)) b->failures++;
+        if (GetWriteWatch(WRITE_WATCH_FLAG_RESET, b->heap, b->size, array, &count, &granularity))
+        {
+            b->last_error = GetLastError();
+            b->failures++;
+        }
+        if (ResetWriteWatch(b->heap, b->size))
+        {
+            b->last_error = GetLastError() | 0x10000;
+            b->failures++;
+        }
         InterlockedIncrement(&b->calls);
     }
     return 0;
@@ -231,6 +239,11 @@ void test_suspended_inside_a_call(void)
     for (i = 0; i < b.size; i += 16 * PAGE) b.heap[i] = 1;
     worker = CreateThread(NULL, 0, keep_collecting, &b, 0, NULL);
     name_in_hang_reports(worker, "the collector that the main thread suspends");
+    /* A thread suspended while it starts can hold the loader's or the
+     * heap's lock, which the threads created below need, on Windows as
+     * under Wine: the rounds start once it is in its loop. */
+    for (i = 0; !b.calls && i < 10000; i++) Sleep(1);
+    ok(b.calls > 0, "the collector did not start\n");
     start_watchdog(&dog, &rounds, 30000, "stopping a thread inside GetWriteWatch", NULL);
     for (i = 0; i < 200; i++)
     {
@@ -248,7 +261,8 @@ void test_suspended_inside_a_call(void)
     b.stop = 1;
     name_in_hang_reports(worker, NULL);
     join_or_die(worker, 30000, "the collector");
-    ok(!b.failures && b.calls > 0, "%ld calls, %ld failed\n", b.calls, b.failures);
+    ok(!b.failures && b.calls > 0, "%ld calls, %ld failed, the last with error %#lx (0x10000: ResetWriteWatch)\n",
+       b.calls, b.failures, b.last_error);
     VirtualFree(b.heap, 0, MEM_RELEASE);
 }
 
@@ -266,7 +280,7 @@ struct world
 {
     char *heap, *home;
     char *volatile transient;
-    volatile LONG stop_writers, stop_churner;
+    volatile LONG stop_writers, stop_churner, started;
     volatile LONG progress, calls, churns, suspensions, bad_statuses, readable, false_reports;
     LONG64 final_stamp[HEAP_PAGES], last_seen[HEAP_PAGES];
     LONG64 writes;
@@ -292,6 +306,7 @@ static DWORD WINAPI stamp_pages(void *arg)
     struct world *w = a->w;
     unsigned int seed = a->id * 7919 + 1;
 
+    InterlockedIncrement(&w->started);
     while (!w->stop_writers)
     {
         SIZE_T index;
@@ -345,6 +360,7 @@ static DWORD WINAPI collector(void *arg)
 {
     struct world *w = arg;
 
+    InterlockedIncrement(&w->started);
     while (!w->stop_churner)
     {
         collect(w);
@@ -362,7 +378,8 @@ static DWORD WINAPI churner(void *arg)
     struct world *w = arg;
     char *churn = w->heap + (HEAP_PAGES - CHURN) * PAGE;
     unsigned int seed = 99;
-    DWORD old;
+
+    InterlockedIncrement(&w->started);    DWORD old;
 
     while (!w->stop_churner)
     {
@@ -448,6 +465,10 @@ static void run_world(struct world *w, DWORD ms, BOOL suspend, const char *name)
     threads[WRITERS] = CreateThread(NULL, 0, collector, w, 0, NULL);
     threads[WRITERS + 1] = CreateThread(NULL, 0, churner, w, 0, NULL);
     name_in_hang_reports(threads[WRITERS + 1], "the churner");
+    /* threads are stopped only once they started: see
+     * test_suspended_inside_a_call */
+    for (i = 0; w->started < WRITERS + 2 && i < 10000; i++) Sleep(1);
+    ok(w->started == WRITERS + 2, "%ld of %d threads started\n", w->started, WRITERS + 2);
     start_watchdog(&dog, &w->progress, 30000, name, threads[WRITERS]);
     while (GetTickCount() - start < ms)
     {
