@@ -8,8 +8,16 @@
  *       a watched (populated) heap, the collector calls GetWriteWatch with
  *       reset and reads every reported page; prints the median milliseconds
  *       per frame, and the collector's part of it
- *   wwbench_win sparse
+ *   wwbench_win sparse [warm]
  *       writes every other page of 1 GiB and collects them; prints the time
+ *       of the first collection, or with warm of a second one
+ *   wwbench_win protect | commit | alloc
+ *       what programs that never watch memory pay: VirtualProtect of an
+ *       unwatched page, commit and decommit of one, VirtualAlloc and
+ *       VirtualFree of 64 KiB; prints the median microseconds per pair
+ *   wwbench_win reserve
+ *       reserves and releases 256 GiB with MEM_WRITE_WATCH; prints the
+ *       milliseconds, and the page tables the reservation took
  *   wwbench_win latency
  *       one GetWriteWatch with reset over 64 MiB holding one written page;
  *       prints the median microseconds per call
@@ -91,7 +99,7 @@ static int bench_frames(int heap_mib, int per_100k, int frames)
     return 0;
 }
 
-static int bench_sparse(void)
+static int bench_sparse(int warm)
 {
     SIZE_T size = (SIZE_T)1 << 30, pages = size / PAGE, i, total = 0;
     char *heap = watched_heap(size);
@@ -99,9 +107,97 @@ static int bench_sparse(void)
     double start = now_ms();
 
     for (i = 0; i < pages; i += 2) heap[i * PAGE] = 1;
+    if (warm)
+    {
+        collect(heap, size, found, pages, 0);
+        for (i = 0; i < pages; i += 2) heap[i * PAGE] = 1;
+        start = now_ms();
+    }
     total = collect(heap, size, found, pages, 0);
-    printf("sparse 1 GiB every other page: %.1f ms (%lu pages)\n", now_ms() - start, (unsigned long)total);
+    printf("sparse 1 GiB every other page%s: %.1f ms (%lu pages)\n", warm ? ", warm" : "", now_ms() - start,
+           (unsigned long)total);
     return total != pages / 2;
+}
+
+enum unwatched_op { PROTECT, COMMIT, ALLOC };
+
+/* One pair of calls on unwatched memory, as programs that never watch
+ * memory make them all the time. */
+static void unwatched_pair(enum unwatched_op op, char *area)
+{
+    DWORD old;
+    void *block;
+
+    switch (op)
+    {
+    case PROTECT:
+        VirtualProtect(area, PAGE, PAGE_READONLY, &old);
+        VirtualProtect(area, PAGE, PAGE_READWRITE, &old);
+        break;
+    case COMMIT:
+        VirtualAlloc(area, PAGE, MEM_COMMIT, PAGE_READWRITE);
+        VirtualFree(area, PAGE, MEM_DECOMMIT);
+        break;
+    case ALLOC:
+        block = VirtualAlloc(NULL, 16 * PAGE, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+        VirtualFree(block, 0, MEM_RELEASE);
+        break;
+    }
+}
+
+static int bench_unwatched(enum unwatched_op op)
+{
+    static const char * const names[] = { "VirtualProtect twice", "commit and decommit", "VirtualAlloc and VirtualFree" };
+    /* a watched allocation exists, as in a program that watches some */
+    char *area = VirtualAlloc(NULL, 16 * PAGE, op == COMMIT ? MEM_RESERVE : MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+    double times[201], start;
+    int i, j;
+
+    watched_heap(64 << 10);
+    for (i = 0; i < 201; i++)
+    {
+        start = now_ms();
+        for (j = 0; j < 100; j++) unwatched_pair(op, area);
+        times[i] = (now_ms() - start) * 10.0;
+    }
+    printf("unwatched memory, %s: %.3f us/pair\n", names[op], median(times, 201));
+    return 0;
+}
+
+/* The process's page tables in KiB, from Linux through Wine's Z: drive;
+ * -1 where that is not to be had. */
+static long page_table_kib(void)
+{
+    char line[256];
+    long kib = -1;
+    FILE *status = fopen("Z:\\proc\\self\\status", "r");
+
+    while (status && fgets(line, sizeof(line), status))
+        if (!strncmp(line, "VmPTE:", 6)) kib = atol(line + 6);
+    if (status) fclose(status);
+    return kib;
+}
+
+static int bench_reserve(void)
+{
+    SIZE_T size = (SIZE_T)256 << 30;
+    double start = now_ms(), reserved;
+    long before = page_table_kib(), grown;
+    char *base = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE);
+
+    if (!base)
+    {
+        printf("VirtualAlloc of 256 GiB failed: %lu\n", GetLastError());
+        return 1;
+    }
+    reserved = now_ms() - start;
+    grown = page_table_kib() - before;
+    VirtualFree(base, 0, MEM_RELEASE);
+    if (before < 0) printf("page tables: not to be had\n");
+    else printf("page tables of the reservation: %ld KiB\n", grown);
+    printf("reserve and release 256 GiB with MEM_WRITE_WATCH: %.2f ms (reserve %.2f ms)\n", now_ms() - start,
+           reserved);
+    return 0;
 }
 
 static int bench_latency(void)
@@ -126,8 +222,13 @@ static int bench_latency(void)
 int main(int argc, char **argv)
 {
     if (argc == 5 && !strcmp(argv[1], "frames")) return bench_frames(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
-    if (argc == 2 && !strcmp(argv[1], "sparse")) return bench_sparse();
+    if (argc >= 2 && !strcmp(argv[1], "sparse")) return bench_sparse(argc == 3 && !strcmp(argv[2], "warm"));
+    if (argc == 2 && !strcmp(argv[1], "protect")) return bench_unwatched(PROTECT);
+    if (argc == 2 && !strcmp(argv[1], "commit")) return bench_unwatched(COMMIT);
+    if (argc == 2 && !strcmp(argv[1], "alloc")) return bench_unwatched(ALLOC);
+    if (argc == 2 && !strcmp(argv[1], "reserve")) return bench_reserve();
     if (argc == 2 && !strcmp(argv[1], "latency")) return bench_latency();
-    printf("usage: wwbench_win frames HEAP_MIB WRITTEN_PER_100K FRAMES | sparse | latency\n");
+    printf("usage: wwbench_win frames HEAP_MIB WRITTEN_PER_100K FRAMES | sparse [warm] | latency | protect | "
+           "commit | alloc | reserve\n");
     return 2;
 }
