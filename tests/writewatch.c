@@ -15,6 +15,9 @@
 #include "writewatch_private.h"
 #include "host.h"
 #include "test.h"
+#include "page_tables.h"
+
+#define STATUS_PATH "/proc/self/status"
 
 #define SENTINEL ((void *)0x5a5a5a5a)
 #define MAX_PAGES 4096
@@ -865,26 +868,13 @@ static void test_latched_and_written_pages_across_batches(void)
     host_free(base, pages * page);
 }
 
-/* The kilobytes of page tables of the process. */
-static long page_table_kib(void)
-{
-    char line[256];
-    long kib = -1;
-    FILE *status = fopen("/proc/self/status", "r");
-
-    while (status && fgets(line, sizeof(line), status))
-        if (!strncmp(line, "VmPTE:", 6)) kib = atol(line + 6);
-    if (status) fclose(status);
-    return kib;
-}
-
 /* 2: a large reservation reports nothing and costs no page tables until
  * it is committed; committed pages in it are tracked exactly. */
 static void test_large_reservation_costs_no_page_tables(void)
 {
     /* 64 GiB, or on 32-bit hosts 1 GiB, whose page tables would be 2 MiB */
     size_t size = (size_t)1 << (sizeof(void *) == 8 ? 36 : 30);
-    long before = page_table_kib(), grown;
+    long before = page_table_kib(STATUS_PATH), grown;
     writewatch_status status;
     uintptr_t count = MAX_PAGES;
     char *base;
@@ -904,7 +894,7 @@ static void test_large_reservation_costs_no_page_tables(void)
     ok(get_watch(0, base, size, results, &count) == 0 && count == 0, "%lu reserved pages reported\n",
        (unsigned long)count);
     ok(writewatch_reset_write_watch(base, size) == 0, "reset of the reservation failed\n");
-    grown = page_table_kib() - before;
+    grown = page_table_kib(STATUS_PATH) - before;
     ok(grown < 1024, "reserving, querying and resetting %zu MiB took %ld KiB of page tables\n", size >> 20, grown);
     host_commit(base + size / 2, 16 * page, PROT_READ | PROT_WRITE);
     base[size / 2 + 3 * page] = 1;

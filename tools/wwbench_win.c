@@ -29,6 +29,9 @@
 #include <string.h>
 
 #include "median.h"
+#include "../tests/page_tables.h"
+
+#define STATUS_PATH "Z:\\proc\\self\\status"
 
 #define PAGE 4096
 
@@ -164,25 +167,11 @@ static int bench_unwatched(enum unwatched_op op)
     return 0;
 }
 
-/* The process's page tables in KiB, from Linux through Wine's Z: drive;
- * -1 where that is not to be had. */
-static long page_table_kib(void)
-{
-    char line[256];
-    long kib = -1;
-    FILE *status = fopen("Z:\\proc\\self\\status", "r");
-
-    while (status && fgets(line, sizeof(line), status))
-        if (!strncmp(line, "VmPTE:", 6)) kib = atol(line + 6);
-    if (status) fclose(status);
-    return kib;
-}
-
 static int bench_reserve(void)
 {
     SIZE_T size = (SIZE_T)256 << 30;
     double start = now_ms(), reserved;
-    long before = page_table_kib(), grown;
+    long before = page_table_kib(STATUS_PATH), grown;
     char *base = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE);
 
     if (!base)
@@ -191,7 +180,7 @@ static int bench_reserve(void)
         return 1;
     }
     reserved = now_ms() - start;
-    grown = page_table_kib() - before;
+    grown = page_table_kib(STATUS_PATH) - before;
     VirtualFree(base, 0, MEM_RELEASE);
     if (before < 0) printf("page tables: not to be had\n");
     else printf("page tables of the reservation: %ld KiB\n", grown);
