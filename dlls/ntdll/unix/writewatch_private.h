@@ -95,7 +95,10 @@ struct allocation
 
 /* A batch of runs of pages, in ascending order, as PAGEMAP_SCAN returns
  * them: a bounded buffer on the stack, of as many regions as the kernel's
- * own batch, so that no scan needs memory in proportion to its range. */
+ * own batch, so that no scan needs memory in proportion to its range.  Not
+ * more: past the kernel's batch of 512 regions, a full vector's walk_end
+ * can name where an inner batch restarted rather than where the walk
+ * stopped, and pages would be reported twice (seen on Linux 6.18). */
 #define RUN_BATCH 512
 
 struct run_buffer
