@@ -703,12 +703,15 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
         if (!alloc || status) break;
         done += copy_out(runs, addresses + done);
     }
-    if (status) return status;
+    /* a later batch that fails kept what it reset: the pages copied out
+     * before it are the answer */
+    if (status && !done) return status;
+    if (status) WARN("answering %lu pages after status %#x\n", (unsigned long)done, (unsigned int)status);
 
     *count = done;
     *granularity = writewatch_page_size;
     TRACE("returning %lu pages (%s)\n", (unsigned long)done, backend);
-    return status;
+    return WRITEWATCH_STATUS_SUCCESS;
 }
 
 writewatch_status writewatch_reset_write_watch(void *base, size_t size)
