@@ -420,9 +420,9 @@ int writewatch_is_watched(const void *addr)
     return writewatch_page_size && find_allocation(addr) != NULL;
 }
 
-/* Keeps the pages of runs from index i on, past page cut, which the
- * backend reset but nobody was told of: they stay reported. */
-static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, size_t i, size_t cut)
+/* Adds to set the pages of runs from index i on, past page cut. */
+static void add_runs(struct page_set *set, const struct allocation *alloc, const struct run_buffer *runs, size_t i,
+                     size_t cut)
 {
     for (; i < runs->count; i++)
     {
@@ -430,8 +430,15 @@ static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, 
         size_t last = page_index(alloc, (char *)(uintptr_t)runs->runs[i].end);
 
         if (first < cut) first = cut;
-        if (first < last) page_set_add(&alloc->kept, first, last);
+        if (first < last) page_set_add(set, first, last);
     }
+}
+
+/* Keeps the pages of runs from index i on, past page cut, which the
+ * backend reset but nobody was told of: they stay reported. */
+static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, size_t i, size_t cut)
+{
+    add_runs(&alloc->kept, alloc, runs, i, cut);
 }
 
 /* The core's own pages (latched or kept) of [first, last) are reported. */
@@ -528,7 +535,7 @@ static void add_page_set(struct page_set *set, const struct page_set *from, size
  * at a time. */
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
     writewatch_status status;
     struct run_buffer found;
 
@@ -537,9 +544,7 @@ static writewatch_status latch_written_pages(struct allocation *alloc, char *sta
         found.count = 0;
         if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &found, &start))) return status;
         if (found.count && !page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-        for (i = 0; i < found.count; i++)
-            page_set_add(&alloc->latched, page_index(alloc, (char *)(uintptr_t)found.runs[i].start),
-                         page_index(alloc, (char *)(uintptr_t)found.runs[i].end));
+        add_runs(&alloc->latched, alloc, &found, 0, 0);
     }
     if (page_set_next(&alloc->kept, NULL, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
     if (!page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;

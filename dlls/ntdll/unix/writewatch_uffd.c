@@ -186,14 +186,15 @@ static writewatch_status arm_pages(struct allocation *alloc, char *start, char *
     for (first = page_set_next_missing(&alloc->armed, first, last); first < last;
          first = page_set_next_missing(&alloc->armed, run_last, last))
     {
+        char *run_start = page_address(alloc, first), *run_end;
+
         run_last = page_set_next(&alloc->armed, NULL, first, last);
+        run_end = page_address(alloc, run_last);
         /* a decommit that could not register the fresh mapping left it to us */
-        if (write_protect_range(page_address(alloc, first), page_address(alloc, run_last)) &&
-            (register_watched_range(page_address(alloc, first), page_address(alloc, run_last)) ||
-             write_protect_range(page_address(alloc, first), page_address(alloc, run_last))))
+        if (write_protect_range(run_start, run_end) &&
+            (register_watched_range(run_start, run_end) || write_protect_range(run_start, run_end)))
         {
-            WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", page_address(alloc, first), page_address(alloc, run_last),
-                 strerror(errno));
+            WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", run_start, run_end, strerror(errno));
             return status_from_errno(errno);
         }
         page_set_add(&alloc->armed, first, run_last);
@@ -321,7 +322,7 @@ static writewatch_status uffd_reset(struct allocation *alloc, char *start, char 
         scratch.count = 0;
         return scan_failed(alloc, run_start, walk_end, 0, errno, &scratch);
     }
-    return status;
+    return WRITEWATCH_STATUS_SUCCESS;
 }
 
 const struct backend writewatch_uffd_backend =
