@@ -9,8 +9,10 @@
  * it maps, remaps and unmaps memory, and tells the module what it did.
  *
  *   writewatch_init()               once, before anything else: takes the
- *                                   host's lock and chooses the backend
- *                                   (WRITEWATCH_BACKEND=auto|uffd|mprotect).
+ *                                   host's lock.  It costs nothing more: the
+ *                                   backend (WRITEWATCH_BACKEND=auto|uffd|
+ *                                   mprotect) is chosen when the first
+ *                                   allocation is watched.
  *   writewatch_add_allocation()     after mapping a new MEM_WRITE_WATCH
  *                                   allocation; it starts with no page written.
  *                                   A reservation (PROT_NONE) costs the kernel
@@ -125,11 +127,12 @@ struct writewatch_info
     int pagemap_scan_errno;    /* 0 when PAGEMAP_SCAN works */
 };
 
-/* Takes the host's lock (NULL: the module's own) and chooses the backend
- * from WRITEWATCH_BACKEND and the kernel.  Returns WRITEWATCH_BACKEND_NONE
- * only when a forced backend is unavailable; the reason is logged and
- * available from writewatch_get_info(). */
-enum writewatch_backend writewatch_init(const struct writewatch_lock *lock);
+/* Takes the host's lock (NULL: the module's own).  The backend is chosen
+ * from WRITEWATCH_BACKEND and the kernel when the first allocation is
+ * watched, or writewatch_get_info() asks; the choice and its reason are
+ * logged then.  The backend is WRITEWATCH_BACKEND_NONE only when a forced
+ * one is unavailable; watching then fails with STATUS_NOT_SUPPORTED. */
+void writewatch_init(const struct writewatch_lock *lock);
 void writewatch_get_info(struct writewatch_info *info);
 const char *writewatch_backend_name(enum writewatch_backend backend);
 

@@ -124,6 +124,36 @@ static void test_walk_stopped_half_way_over_reports(void)
     host_free(base, pages * page);
 }
 
+/* The same in a later pass of a walk past the kernel's 512 regions, in a
+ * batch after one that was copied out: the first batch is the answer, and
+ * every page the failing walk may have reset stays reported. */
+static void test_walk_stopped_in_a_later_pass_over_reports(void)
+{
+    size_t runs = FIRST_BATCH + 3 * 512, pages = 2 * runs, i, lost = 0;
+    uintptr_t first = RESULTS, second = RESULTS, j;
+    static void *more[RESULTS];
+    writewatch_status status;
+    char *base;
+
+    if (!kernel_backend_in_use()) return;
+    base = host_alloc((pages + 4) * page, PROT_READ | PROT_WRITE, &status);
+    for (i = 0; i < pages; i += 2) base[i * page] = 1;
+    if (mmap(base + pages * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+             0) == MAP_FAILED) return;
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, (pages + 4) * page, results, &first) == 0 && first == FIRST_BATCH,
+       "the first batch gave %lu pages\n", (unsigned long)first);
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, (pages + 4) * page, more, &second) == 0, "second query failed\n");
+    for (i = 0; i < pages; i += 2)
+    {
+        for (j = 0; j < first && results[j] != base + i * page; j++);
+        if (j < first) continue;
+        for (j = 0; j < second && more[j] != base + i * page; j++);
+        lost += j == second;
+    }
+    ok(!lost, "%zu written pages lost, %lu and %lu reported\n", lost, (unsigned long)first, (unsigned long)second);
+    host_free(base, (pages + 4) * page);
+}
+
 /* Failing resets and latches say so; a later call succeeds. */
 static void test_failed_reset_and_latch_report_status(void)
 {
@@ -226,6 +256,7 @@ const struct test fault_tests[] =
     { "refused_registration_falls_back", test_refused_registration_falls_back },
     { "failed_scan_loses_nothing", test_failed_scan_loses_nothing },
     { "walk_stopped_half_way_over_reports", test_walk_stopped_half_way_over_reports },
+    { "walk_stopped_in_a_later_pass_over_reports", test_walk_stopped_in_a_later_pass_over_reports },
     { "failed_reset_and_latch_report_status", test_failed_reset_and_latch_report_status },
     { "failed_decommit_recovers_at_commit", test_failed_decommit_recovers_at_commit },
     { NULL, NULL }

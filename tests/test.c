@@ -5,6 +5,8 @@
  *   writewatch_tests [--own-lock] [TEST...]
  *
  * --own-lock runs the module under its own lock instead of the host's.
+ * --init-fault and --start-up are modes the tests run in a process of
+ * their own.
  */
 
 #include <stdarg.h>
@@ -12,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <unistd.h>
+#include <sys/mman.h>
 
 #include "writewatch_private.h"
 #include "host.h"
@@ -64,6 +68,38 @@ static int init_with_fault(char **argv)
     return 0;
 }
 
+/* The descriptors the kernel backend opens: its userfaultfd and pagemap. */
+static int count_kernel_descriptors(void)
+{
+    char path[64], target[256];
+    int fd, count = 0;
+    ssize_t len;
+
+    for (fd = 0; fd < 1024; fd++)
+    {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        if ((len = readlink(path, target, sizeof(target) - 1)) < 0) continue;
+        target[len] = 0;
+        count += strstr(target, "userfaultfd") || strstr(target, "/pagemap");
+    }
+    return count;
+}
+
+/* --start-up: the module's descriptors after writewatch_init(), and after
+ * the first watched allocation (see test_start_up_waits_for_watched_memory). */
+static int start_up(void)
+{
+    size_t size = 16 * sysconf(_SC_PAGESIZE);
+    char *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    int at_start;
+
+    writewatch_init(NULL);
+    at_start = count_kernel_descriptors();
+    if (base == MAP_FAILED || writewatch_add_allocation(base, size, PROT_READ | PROT_WRITE)) return 1;
+    printf("%d %d\n", at_start, count_kernel_descriptors());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct writewatch_info info;
@@ -72,6 +108,7 @@ int main(int argc, char **argv)
     int own_lock = 0;
 
     if (argc == 5 && !strcmp(argv[1], "--init-fault")) return init_with_fault(argv);
+    if (argc == 2 && !strcmp(argv[1], "--start-up")) return start_up();
     if (argc > 1 && !strcmp(argv[1], "--own-lock"))
     {
         own_lock = 1;

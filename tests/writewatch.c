@@ -20,7 +20,8 @@
 #define STATUS_PATH "/proc/self/status"
 
 #define SENTINEL ((void *)0x5a5a5a5a)
-#define MAX_PAGES 4096
+/* room for answers of several batches */
+#define MAX_PAGES (4 * RUN_BATCH)
 
 static void *results[MAX_PAGES];
 
@@ -473,6 +474,51 @@ static void test_every_other_page_of_2048(void)
     host_free(base, 2048 * page);
 }
 
+/* Counts the entries of results[0, count) that are not every other page
+ * of base, from page 2 * first on. */
+static uintptr_t wrong_even_pages(char *base, uintptr_t count, uintptr_t first)
+{
+    uintptr_t i, wrong = 0;
+
+    for (i = 0; i < count; i++) wrong += results[i] != base + 2 * (first + i) * page;
+    return wrong;
+}
+
+/* 16, 16f: answers of as many runs as fill a query's first batch, one
+ * kernel pass of 512 regions, the larger batches after it, and one more,
+ * are whole and in order; a short array with reset resets exactly what it
+ * returned. */
+static void test_answers_around_batch_boundaries(void)
+{
+    static const size_t runs[] = { 1, FIRST_BATCH - 1, FIRST_BATCH, FIRST_BATCH + 1, 512, 513, 1000,
+                                   FIRST_BATCH + RUN_BATCH - 1, FIRST_BATCH + RUN_BATCH, FIRST_BATCH + RUN_BATCH + 1,
+                                   FIRST_BATCH + 2 * RUN_BATCH + 1 };
+    size_t r, i;
+
+    for (r = 0; r < sizeof(runs) / sizeof(runs[0]); r++)
+    {
+        size_t n = runs[r], pages = 2 * n;
+        char *base = alloc_rw(pages);
+        uintptr_t count = MAX_PAGES, half = n / 2 + 1;
+
+        for (i = 0; i < pages; i += 2) base[i * page] = 1;
+        ok(get_watch(0, base, pages * page, results, &count) == 0 && count == n, "%zu runs: %lu pages\n", n,
+           (unsigned long)count);
+        ok(!wrong_even_pages(base, count, 0), "%zu runs: wrong pages\n", n);
+        count = half;
+        ok(get_watch(WRITEWATCH_FLAG_RESET, base, pages * page, results, &count) == 0 && count == half,
+           "%zu runs: %lu pages in the short array\n", n, (unsigned long)count);
+        ok(!wrong_even_pages(base, count, 0), "%zu runs: wrong pages in the short array\n", n);
+        count = MAX_PAGES;
+        ok(get_watch(0, base, pages * page, results, &count) == 0 && count == n - half,
+           "%zu runs: %lu pages after the short array\n", n, (unsigned long)count);
+        ok(!wrong_even_pages(base, count, half), "%zu runs: wrong pages after the short array\n", n);
+        ok(writewatch_reset_write_watch(base, pages * page) == 0, "%zu runs: reset failed\n", n);
+        expect_pages(0, base, pages, MAX_PAGES, NONE);
+        host_free(base, pages * page);
+    }
+}
+
 /* 17: MEM_RELEASE ends the watch */
 static void test_release_ends_watch(void)
 {
@@ -908,10 +954,34 @@ static void test_large_reservation_costs_no_page_tables(void)
     host_free(base, size);
 }
 
+/* 25: a process that never watches memory pays nothing for the module:
+ * writewatch_init() opens nothing, and the backend starts with the first
+ * watched allocation. */
+static void test_start_up_waits_for_watched_memory(void)
+{
+    struct writewatch_info info;
+    char command[64], out[64] = "";
+    int at_start = -1, watching = -1;
+    FILE *pipe;
+
+    writewatch_get_info(&info);
+    snprintf(command, sizeof(command), "/proc/%d/exe --start-up", (int)getpid());
+    if ((pipe = popen(command, "r")))
+    {
+        if (!fgets(out, sizeof(out), pipe)) out[0] = 0;
+        pclose(pipe);
+    }
+    ok(sscanf(out, "%d %d", &at_start, &watching) == 2, "--start-up said \"%s\"\n", out);
+    ok(at_start == 0, "%d descriptors open at start\n", at_start);
+    ok(watching == (info.backend == WRITEWATCH_BACKEND_UFFD ? 2 : 0), "%d descriptors open once watching\n",
+       watching);
+}
+
 extern void test_stress_stop_the_world(void);
 
 const struct test writewatch_tests[] =
 {
+    { "start_up_waits_for_watched_memory", test_start_up_waits_for_watched_memory },
     { "fresh_allocation_reports_nothing", test_fresh_allocation_reports_nothing },
     { "write_marks_page_in_ascending_order", test_write_marks_page_in_ascending_order },
     { "store_straddling_pages_marks_both", test_store_straddling_pages_marks_both },
@@ -932,6 +1002,7 @@ const struct test writewatch_tests[] =
     { "latched_pages_survive_decommit", test_latched_pages_survive_decommit },
     { "latched_and_written_short_array", test_latched_and_written_pages_with_short_array },
     { "every_other_page_of_2048", test_every_other_page_of_2048 },
+    { "answers_around_batch_boundaries", test_answers_around_batch_boundaries },
     { "latched_and_written_across_batches", test_latched_and_written_pages_across_batches },
     { "large_reservation_costs_no_page_tables", test_large_reservation_costs_no_page_tables },
     { "release_ends_watch", test_release_ends_watch },

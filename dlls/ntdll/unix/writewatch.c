@@ -33,6 +33,7 @@
 WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
 size_t writewatch_page_size;
+unsigned int writewatch_page_shift;
 
 static const struct writewatch_lock *host_lock;
 static pthread_mutex_t own_mutex;
@@ -168,7 +169,7 @@ int run_buffer_append(struct run_buffer *buf, char *start, char *end)
         buf->runs[buf->count - 1].end = (uintptr_t)end;
         return 1;
     }
-    if (buf->count == RUN_BATCH) return 0;
+    if (buf->count == buf->capacity) return 0;
     run = &buf->runs[buf->count++];
     run->start = (uintptr_t)start;
     run->end = (uintptr_t)end;
@@ -196,22 +197,31 @@ static void init_own_lock(void)
     pthread_mutexattr_destroy(&attr);
 }
 
-/* Chooses the backend once; WRITEWATCH_BACKEND forces one. */
-enum writewatch_backend writewatch_init(const struct writewatch_lock *lock_ops)
+/* Records the host's lock.  Choosing the backend costs system calls and a
+ * self-test, which a process that never watches memory should not pay:
+ * it waits for the first watched allocation. */
+void writewatch_init(const struct writewatch_lock *lock_ops)
 {
-    const char *request = getenv("WRITEWATCH_BACKEND");
-    sigset_t state;
-
-    if (host_lock) return init_info.backend;
+    if (host_lock) return;
     if (!lock_ops)
     {
         init_own_lock();
         lock_ops = &own_lock;
     }
-    host_lock = lock_ops;
-
-    lock(&state);
     writewatch_page_size = sysconf(_SC_PAGESIZE);
+    writewatch_page_shift = __builtin_ctzl(writewatch_page_size);
+    host_lock = lock_ops;
+}
+
+/* Chooses the backend, once, with the lock held; WRITEWATCH_BACKEND forces
+ * one.  Leaves default_backend NULL only when a forced one is unavailable. */
+static void choose_backend(void)
+{
+    static int chosen;
+    const char *request = getenv("WRITEWATCH_BACKEND");
+
+    if (chosen) return;
+    chosen = 1;
     if (!request || !*request) request = "auto";
     if (strcmp(request, "auto") && strcmp(request, "uffd") && strcmp(request, "mprotect"))
     {
@@ -231,18 +241,23 @@ enum writewatch_backend writewatch_init(const struct writewatch_lock *lock_ops)
 
     init_info.backend = default_backend ? default_backend->id : WRITEWATCH_BACKEND_NONE;
     if (init_info.backend == WRITEWATCH_BACKEND_UFFD)
-        TRACE("backend uffd: %s\n", init_info.reason);
+        TRACE("uffd: %s\n", init_info.reason);
     else if (init_info.backend == WRITEWATCH_BACKEND_MPROTECT)
-        WARN("backend mprotect: %s\n", init_info.reason);
+        WARN("mprotect: %s\n", init_info.reason);
     else
         ERR("WRITEWATCH_BACKEND=uffd, but the kernel backend is unavailable: %s\n", init_info.reason);
-    unlock(&state);
-    return init_info.backend;
 }
 
 void writewatch_get_info(struct writewatch_info *info)
 {
+    sigset_t state;
+
     *info = init_info;
+    if (!host_lock) return;
+    lock(&state);
+    choose_backend();
+    *info = init_info;
+    unlock(&state);
 }
 
 /* Index of the first allocation whose end lies above addr. */
@@ -365,15 +380,19 @@ writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_pr
     sigset_t state;
 
     if (!host_range_is_valid(base, size)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
-    if (!default_backend) return WRITEWATCH_STATUS_NOT_SUPPORTED;
     if (!(alloc = calloc(1, sizeof(*alloc)))) return WRITEWATCH_STATUS_NO_MEMORY;
     alloc->base = base;
     alloc->size = size;
-    alloc->pages = size / writewatch_page_size;
-    alloc->backend = default_backend;
+    alloc->pages = size >> writewatch_page_shift;
 
     lock(&state);
-    if (find_allocation(base) || find_allocation(end - 1) ||
+    choose_backend();
+    if (!(alloc->backend = default_backend))
+    {
+        free_allocation(alloc);
+        status = WRITEWATCH_STATUS_NOT_SUPPORTED;
+    }
+    else if (find_allocation(base) || find_allocation(end - 1) ||
         find_allocation_index(base) != find_allocation_index(end - 1))
     {
         ERR("%p-%p overlaps a watched allocation\n", base, end);
@@ -494,28 +513,30 @@ static void merge_core_pages(struct allocation *alloc, size_t first, size_t last
 }
 
 /* Gathers the first written pages of [start, end), the backend's and the
- * core's, at most max_pages, as many runs as a batch holds, into *result;
+ * core's, at most max_pages, as many runs as found holds, into *result;
  * with reset, resets exactly those.  *next is where the next batch starts.
  * On failure, the pages the backend had already reset stay reported. */
 static writewatch_status gather_batch(struct allocation *alloc, char *start, char *end, int reset,
-                                      uintptr_t max_pages, struct run_buffer *found, struct run_buffer *merged,
-                                      const struct run_buffer **result, char **next)
+                                      uintptr_t max_pages, struct run_buffer *found, struct run_buffer *result,
+                                      char **next)
 {
-    size_t first = page_index(alloc, start), last;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
     writewatch_status status;
+    int merge;
 
     if (reset && !page_set_init(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-    found->count = merged->count = 0;
+    /* the backend's pages and the core's merge into the second half */
+    merge = page_set_next(&alloc->latched, &alloc->kept, first, last) < last;
+    run_buffer_empty(found, merge ? found->size / 2 : found->size);
     if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, found, next)))
     {
         if (reset) keep_pages(alloc, found, 0, first);
         return status;
     }
-    *result = found;
-    last = page_index(alloc, *next);
-    if (page_set_next(&alloc->latched, &alloc->kept, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
-    merge_core_pages(alloc, first, last, reset, max_pages, found, merged, next);
-    *result = merged;
+    *result = *found;
+    if (!merge) return WRITEWATCH_STATUS_SUCCESS;
+    run_buffer_init(result, found->runs + found->capacity, found->capacity);
+    merge_core_pages(alloc, first, page_index(alloc, *next), reset, max_pages, found, result, next);
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -536,12 +557,14 @@ static void add_page_set(struct page_set *set, const struct page_set *from, size
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
+    struct page_region storage[FIRST_BATCH];
     writewatch_status status;
     struct run_buffer found;
 
+    run_buffer_init(&found, storage, FIRST_BATCH);
     while (start < end)
     {
-        found.count = 0;
+        run_buffer_empty(&found, FIRST_BATCH);
         if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &found, &start))) return status;
         if (found.count && !page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
         add_runs(&alloc->latched, alloc, &found, 0, 0);
@@ -650,6 +673,11 @@ static void probe_for_write(void *ptr, size_t size)
     }
 }
 
+static int same_page(const void *a, const void *b)
+{
+    return !(((uintptr_t)a ^ (uintptr_t)b) >> writewatch_page_shift);
+}
+
 static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
 {
     uintptr_t count = 0, page;
@@ -661,61 +689,92 @@ static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
     return count;
 }
 
+/* A query under way: what is left of its range, the caller's array and how
+ * much of it holds the answer. */
+struct query
+{
+    int reset;
+    char *start, *end;
+    void **addresses;
+    uintptr_t room, done;
+    writewatch_status status;
+    const char *backend;
+};
+
+/* Answers one batch, gathered into found under the lock and copied out
+ * without it; returns nonzero when there is more to answer.  Another
+ * thread may release the allocation between two batches: what was
+ * reported before stays reported. */
+static int answer_batch(struct query *query, struct run_buffer *found)
+{
+    struct allocation *alloc;
+    struct run_buffer runs;
+    sigset_t state;
+
+    lock(&state);
+    if ((alloc = find_allocation_for_range(query->start, query->end)))
+    {
+        query->backend = alloc->backend->name;
+        query->status = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done,
+                                     found, &runs, &query->start);
+    }
+    else if (!query->done) query->status = WRITEWATCH_STATUS_INVALID_PARAMETER;
+    unlock(&state);
+    if (!alloc || query->status) return 0;
+    query->done += copy_out(&runs, query->addresses + query->done);
+    return query->start < query->end && query->done < query->room;
+}
+
+/* The batches after a query's first, of RUN_BATCH regions, in a frame of
+ * their own: only large answers touch its stack (with
+ * -fstack-clash-protection, entering a frame touches every page of it). */
+static void __attribute__((noinline)) answer_large(struct query *query)
+{
+    struct page_region storage[RUN_BATCH];
+    struct run_buffer found;
+
+    run_buffer_init(&found, storage, RUN_BATCH);
+    while (answer_batch(query, &found));
+}
+
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
                                              uintptr_t *count, uint32_t *granularity)
 {
-    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
-    struct run_buffer found, merged;
-    const struct run_buffer *runs;
-    const char *backend = NULL;
-    struct allocation *alloc;
-    uintptr_t room, done = 0;
-    char *start, *end;
-    sigset_t state;
+    struct query query = { .reset = flags & WRITEWATCH_FLAG_RESET, .addresses = addresses };
+    struct page_region storage[FIRST_BATCH];
+    struct run_buffer found;
 
     /* Wine 8.0's order of checks, which its conformance tests expect, with
      * Windows' alignment checks and probes of the output pointers. */
     if (!count || !granularity) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
     if (!is_aligned(count, sizeof(*count)) || !is_aligned(granularity, sizeof(*granularity)))
         return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
-    if (!(room = *count) || !size) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (!(query.room = *count) || !size) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (flags & ~WRITEWATCH_FLAG_RESET) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (!addresses) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
     if (!is_aligned(addresses, sizeof(*addresses))) return WRITEWATCH_STATUS_DATATYPE_MISALIGNMENT;
-    if (room > (UINTPTR_MAX - (uintptr_t)addresses) / sizeof(*addresses)) return WRITEWATCH_STATUS_ACCESS_VIOLATION;
-    if (!round_range(base, size, &start, &end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (query.room > (UINTPTR_MAX - (uintptr_t)addresses) / sizeof(*addresses))
+        return WRITEWATCH_STATUS_ACCESS_VIOLATION;
+    if (!round_range(base, size, &query.start, &query.end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
 
     probe_for_write(count, sizeof(*count));
-    probe_for_write(granularity, sizeof(*granularity));
-    probe_for_write(addresses, room * sizeof(*addresses));
+    /* usually beside count, on a page just probed */
+    if (!same_page(count, granularity)) probe_for_write(granularity, sizeof(*granularity));
+    probe_for_write(addresses, query.room * sizeof(*addresses));
 
-    TRACE("%#x %p-%p %p %lu\n", flags, start, end, addresses, (unsigned long)room);
+    TRACE("%#x %p-%p %p %lu\n", flags, query.start, query.end, addresses, (unsigned long)query.room);
 
-    /* A batch at a time: each is gathered under the lock, then copied out
-     * without it.  Another thread may release the allocation between two
-     * batches: what was reported before stays reported. */
-    while (start < end && done < room)
-    {
-        lock(&state);
-        if ((alloc = find_allocation_for_range(start, end)))
-        {
-            backend = alloc->backend->name;
-            status = gather_batch(alloc, start, end, flags & WRITEWATCH_FLAG_RESET, room - done, &found, &merged,
-                                  &runs, &start);
-        }
-        else if (!done) status = WRITEWATCH_STATUS_INVALID_PARAMETER;
-        unlock(&state);
-        if (!alloc || status) break;
-        done += copy_out(runs, addresses + done);
-    }
+    run_buffer_init(&found, storage, FIRST_BATCH);
+    if (answer_batch(&query, &found)) answer_large(&query);
     /* a later batch that fails kept what it reset: the pages copied out
      * before it are the answer */
-    if (status && !done) return status;
-    if (status) WARN("answering %lu pages after status %#x\n", (unsigned long)done, (unsigned int)status);
+    if (query.status && !query.done) return query.status;
+    if (query.status)
+        WARN("answering %lu pages after status %#x\n", (unsigned long)query.done, (unsigned int)query.status);
 
-    *count = done;
+    *count = query.done;
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages (%s)\n", (unsigned long)done, backend);
+    TRACE("returning %lu pages (%s)\n", (unsigned long)query.done, query.backend);
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -763,6 +822,8 @@ static int apply_to_buffer(void *base, size_t size, size_t written, int lend)
     sigset_t state;
     size_t index;
 
+    /* a program that watches nothing takes no lock for its system calls */
+    if (!__atomic_load_n(&allocation_count, __ATOMIC_RELAXED)) return 0;
     if (!round_range(base, size, &start, &end)) return 0;
     /* nothing written marks no page, even when the buffer starts mid-page */
     written_end = written ? (char *)base + (written < size ? written : size) : start;

@@ -94,18 +94,37 @@ struct allocation
 };
 
 /* A batch of runs of pages, in ascending order, as PAGEMAP_SCAN returns
- * them: a bounded buffer on the stack, of as many regions as the kernel's
- * own batch, so that no scan needs memory in proportion to its range.  Not
- * more: past the kernel's batch of 512 regions, a full vector's walk_end
- * can name where an inner batch restarted rather than where the walk
- * stopped, and pages would be reported twice (seen on Linux 6.18). */
-#define RUN_BATCH 512
+ * them, in a bounded buffer on the caller's stack: no scan needs memory in
+ * proportion to its range.  A query's first batch holds FIRST_BATCH regions
+ * (8 KiB), so that a small answer touches little stack; the kernel's own
+ * bounce buffer of as many regions comes from its slab, where past 8 KiB
+ * it comes from the page allocator, once per PAGEMAP_SCAN.  A larger
+ * answer goes on in batches of RUN_BATCH regions (48 KiB), each gathered
+ * under one hold of the lock. */
+#define FIRST_BATCH (8192 / sizeof(struct page_region))
+#define RUN_BATCH 2048
 
 struct run_buffer
 {
     size_t count;
-    struct page_region runs[RUN_BATCH];
+    size_t capacity;
+    struct page_region *runs;
+    size_t size;  /* of the storage, in regions */
 };
+
+static inline void run_buffer_init(struct run_buffer *buf, struct page_region *storage, size_t size)
+{
+    buf->count = 0;
+    buf->capacity = buf->size = size;
+    buf->runs = storage;
+}
+
+/* Empties buf for a batch of at most capacity regions of its storage. */
+static inline void run_buffer_empty(struct run_buffer *buf, size_t capacity)
+{
+    buf->count = 0;
+    buf->capacity = capacity;
+}
 
 /* For backend operations that do not need every argument. */
 #define WW_UNUSED __attribute__((unused))
@@ -141,6 +160,8 @@ struct backend
 };
 
 extern size_t writewatch_page_size;
+/* log2 of the page size: page counts are shifts, not divisions */
+extern unsigned int writewatch_page_shift;
 
 /* Kernel backend.  writewatch_uffd_init() fills info and returns nonzero
  * when userfaultfd WP-async and PAGEMAP_SCAN both work. */
@@ -152,17 +173,17 @@ extern const struct backend writewatch_mprotect_backend;
 
 static inline size_t page_index(const struct allocation *alloc, const char *addr)
 {
-    return (size_t)(addr - alloc->base) / writewatch_page_size;
+    return (size_t)(addr - alloc->base) >> writewatch_page_shift;
 }
 
 static inline char *page_address(const struct allocation *alloc, size_t index)
 {
-    return alloc->base + index * writewatch_page_size;
+    return alloc->base + (index << writewatch_page_shift);
 }
 
 static inline size_t run_pages(const struct page_region *run)
 {
-    return (size_t)(run->end - run->start) / writewatch_page_size;
+    return (size_t)(run->end - run->start) >> writewatch_page_shift;
 }
 
 /* Page sets and run buffers, shared by the core and the backends. */

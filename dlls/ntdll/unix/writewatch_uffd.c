@@ -202,16 +202,19 @@ static writewatch_status arm_pages(struct allocation *alloc, char *start, char *
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
-/* A scan failed after it may have protected pages up to walk_end: those
- * go to out as reported, so that they stay reported.  When a mapping in the
- * allocation lost its registration behind the module's back, it is
- * registered again, so that later calls over-report, never miss. */
-static writewatch_status scan_failed(struct allocation *alloc, char *start, char *walk_end, int reset, int err,
-                                     struct run_buffer *out)
+/* A scan of [start, end) failed.  Once the walk began (walk_end moved) it
+ * may have protected any of its pages: past the kernel's 512 regions a
+ * walk goes in passes, and walk_end does not say how far the failing one
+ * got.  With reset, they all go to out as reported, so that they stay
+ * reported.  When a mapping in the allocation lost its registration behind
+ * the module's back, it is registered again, so that later calls
+ * over-report, never miss. */
+static writewatch_status scan_failed(struct allocation *alloc, char *start, char *walk_end, char *end, int reset,
+                                     int err, struct run_buffer *out)
 {
-    ERR("PAGEMAP_SCAN %p-%p: %s\n", start, alloc->base + alloc->size, strerror(err));
-    if (reset && walk_end > start && !run_buffer_append(out, start, walk_end))
-        ERR("lost the written state of %p-%p\n", start, walk_end);
+    ERR("PAGEMAP_SCAN %p-%p: %s\n", start, end, strerror(err));
+    if (reset && walk_end > start && !run_buffer_append(out, start, end))
+        ERR("lost the written state of %p-%p\n", start, end);
     if (err == EPERM && register_range(alloc->base, alloc->base + alloc->size))
         ERR("re-registering %p-%p: %s\n", alloc->base, alloc->base + alloc->size, strerror(errno));
     return status_from_errno(err);
@@ -268,34 +271,52 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
     return 1;
 }
 
-/* PAGEMAP_SCANs of the armed runs, with out's room as the vector: the
- * kernel's own batch. */
+/* PAGEMAP_SCANs of the armed runs into out, resuming where a full vector or
+ * max_pages stopped the walk. */
 static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
                                       uintptr_t max_pages, struct run_buffer *out, char **next)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), room, i;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), ask, i;
     char *run_start, *run_end, *walk_end;
     int count;
 
     *next = end;
-    while (max_pages && next_armed_run(alloc, &first, last, &run_start, &run_end))
+    if (!next_armed_run(alloc, &first, last, &run_start, &run_end)) return WRITEWATCH_STATUS_SUCCESS;
+    while (max_pages && out->count < out->capacity)
     {
-        room = RUN_BATCH - out->count;
+        ask = out->capacity - out->count;
         /* max_pages stops the walk, and the reset, at the caller's last entry */
-        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, room, max_pages, &walk_end);
-        if (count < 0) return scan_failed(alloc, run_start, walk_end, reset, errno, out);
+        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, ask, max_pages, &walk_end);
+        if (count < 0) return scan_failed(alloc, run_start, walk_end, run_end, reset, errno, out);
         for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
         out->count += count;
-        /* Only a full vector or max_pages stops a walk before the end.  When
-         * it went to the end, walk_end can still hold where the kernel's
-         * internal batch of 512 regions stopped (Linux 6.18). */
-        if ((size_t)count < room) continue;
-        *next = walk_end;
-        if (walk_end > run_start) return WRITEWATCH_STATUS_SUCCESS;
-        ERR("PAGEMAP_SCAN made no progress at %p\n", run_start);
-        return WRITEWATCH_STATUS_UNSUCCESSFUL;
+        /* A walk stopped early ends at or past the last region it returned.
+         * Past the kernel's own 512 regions a walk goes in passes, and when
+         * the last pass reaches the end, walk_end keeps where that pass
+         * began: the start of a region returned (Linux 6.18). */
+        if (count && (uintptr_t)walk_end >= out->runs[out->count - 1].end && walk_end < run_end)
+            run_start = walk_end;
+        else if (!next_armed_run(alloc, &first, last, &run_start, &run_end))
+            return WRITEWATCH_STATUS_SUCCESS;
     }
+    *next = run_start;
     return WRITEWATCH_STATUS_SUCCESS;
+}
+
+/* Resets through walks with an output vector, a batch at a time. */
+static writewatch_status reset_through_vector(struct allocation *alloc, char *start, char *end)
+{
+    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
+    struct page_region storage[FIRST_BATCH];
+    struct run_buffer scratch;
+
+    run_buffer_init(&scratch, storage, FIRST_BATCH);
+    while (!status && start < end)
+    {
+        run_buffer_empty(&scratch, FIRST_BATCH);
+        status = uffd_collect(alloc, start, end, 1, UINTPTR_MAX, &scratch, &start);
+    }
+    return status;
 }
 
 /* One write-protecting walk per armed run, without an output vector where
@@ -303,24 +324,16 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
 static writewatch_status uffd_reset(struct allocation *alloc, char *start, char *end)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
-    struct run_buffer scratch;
+    struct run_buffer none;
     char *run_start, *run_end, *walk_end;
 
-    if (!protect_without_vec)
-    {
-        while (!status && start < end)
-        {
-            scratch.count = 0;
-            status = uffd_collect(alloc, start, end, 1, UINTPTR_MAX, &scratch, &start);
-        }
-        return status;
-    }
+    if (!protect_without_vec) return reset_through_vector(alloc, start, end);
     while (next_armed_run(alloc, &first, last, &run_start, &run_end))
     {
         if (scan_written_pages(run_start, run_end, 1, NULL, 0, 0, &walk_end) >= 0) continue;
-        scratch.count = 0;
-        return scan_failed(alloc, run_start, walk_end, 0, errno, &scratch);
+        /* a reset that fails half way leaves nothing to keep */
+        run_buffer_init(&none, NULL, 0);
+        return scan_failed(alloc, run_start, walk_end, run_end, 0, errno, &none);
     }
     return WRITEWATCH_STATUS_SUCCESS;
 }
