@@ -15,9 +15,17 @@
  *       what programs that never watch memory pay: VirtualProtect of an
  *       unwatched page, commit and decommit of one, VirtualAlloc and
  *       VirtualFree of 64 KiB; prints the median microseconds per pair
- *   wwbench_win reserve
+ *   wwbench_win reserve [tables]
  *       reserves and releases 256 GiB with MEM_WRITE_WATCH; prints the
- *       milliseconds, and the page tables the reservation took
+ *       milliseconds, or with tables the KiB of page tables the
+ *       reservation took before anything was committed
+ *   wwbench_win first
+ *       the first MEM_WRITE_WATCH allocation of the process, where the
+ *       module starts its backend, and a second one; prints the
+ *       microseconds of each
+ *   wwbench_win start
+ *       does nothing: tools/bench times whole processes of it, Wine's
+ *       start-up and the module's part in it
  *   wwbench_win latency
  *       one GetWriteWatch with reset over 64 MiB holding one written page;
  *       prints the median microseconds per call
@@ -167,7 +175,7 @@ static int bench_unwatched(enum unwatched_op op)
     return 0;
 }
 
-static int bench_reserve(void)
+static int bench_reserve(int tables)
 {
     SIZE_T size = (SIZE_T)256 << 30;
     double start = now_ms(), reserved;
@@ -182,10 +190,33 @@ static int bench_reserve(void)
     reserved = now_ms() - start;
     grown = page_table_kib(STATUS_PATH) - before;
     VirtualFree(base, 0, MEM_RELEASE);
-    if (before < 0) printf("page tables: not to be had\n");
-    else printf("page tables of the reservation: %ld KiB\n", grown);
-    printf("reserve and release 256 GiB with MEM_WRITE_WATCH: %.2f ms (reserve %.2f ms)\n", now_ms() - start,
-           reserved);
+    if (!tables)
+        printf("reserve and release 256 GiB with MEM_WRITE_WATCH: %.2f ms (reserve %.2f ms)\n", now_ms() - start,
+               reserved);
+    else if (before < 0) printf("page tables: not to be had\n");
+    else printf("page tables of a 256 GiB reservation: %ld KiB\n", grown);
+    return 0;
+}
+
+static double watched_allocation_us(void)
+{
+    double start = now_ms();
+    void *heap = VirtualAlloc(NULL, 64 << 10, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE);
+    double took = (now_ms() - start) * 1000.0;
+
+    if (!heap)
+    {
+        printf("VirtualAlloc failed: %lu\n", GetLastError());
+        exit(1);
+    }
+    return took;
+}
+
+static int bench_first(void)
+{
+    double first = watched_allocation_us(), second = watched_allocation_us();
+
+    printf("first MEM_WRITE_WATCH allocation: %.1f us (a second one %.1f us)\n", first, second);
     return 0;
 }
 
@@ -215,9 +246,11 @@ int main(int argc, char **argv)
     if (argc == 2 && !strcmp(argv[1], "protect")) return bench_unwatched(PROTECT);
     if (argc == 2 && !strcmp(argv[1], "commit")) return bench_unwatched(COMMIT);
     if (argc == 2 && !strcmp(argv[1], "alloc")) return bench_unwatched(ALLOC);
-    if (argc == 2 && !strcmp(argv[1], "reserve")) return bench_reserve();
+    if (argc >= 2 && !strcmp(argv[1], "reserve")) return bench_reserve(argc == 3 && !strcmp(argv[2], "tables"));
+    if (argc == 2 && !strcmp(argv[1], "first")) return bench_first();
+    if (argc == 2 && !strcmp(argv[1], "start")) return 0;
     if (argc == 2 && !strcmp(argv[1], "latency")) return bench_latency();
     printf("usage: wwbench_win frames HEAP_MIB WRITTEN_PER_100K FRAMES | sparse [warm] | latency | protect | "
-           "commit | alloc | reserve\n");
+           "commit | alloc | reserve [tables] | first | start\n");
     return 2;
 }
