@@ -256,6 +256,19 @@ static void reset_all(enum implementation impl, char *base, size_t size)
     else if (writewatch_reset_write_watch(base, size)) fail("ResetWriteWatch");
 }
 
+/* The caller's array, of entries pointers.  It is the caller's, and every
+ * implementation gets it present: filled with other than zeros, which a
+ * compiler would turn into a calloc that leaves fresh pages untouched (the
+ * module's probe, as Windows' ProbeForWrite, touches every page). */
+static void **caller_array(size_t entries)
+{
+    void **array = malloc(entries * sizeof(*array));
+
+    if (!array) fail("malloc");
+    memset(array, 0xff, entries * sizeof(*array));
+    return array;
+}
+
 /* Which pages a round writes: about one in every `every`, a different
  * selection each round; every = EVERY_OTHER writes every other page, the
  * most runs a range can hold. */
@@ -287,14 +300,32 @@ static size_t dirty(char *base, size_t pages, size_t every, unsigned int round)
     return written;
 }
 
-/* The implementation that goes k-th in run `run`: each goes first in turn. */
+/* The implementation that goes k-th in run `run`.  Runs go through every
+ * order of the three, so that each goes before each other as often as
+ * after it, and what the one before leaves in caches and TLBs favours
+ * none. */
 static enum implementation in_turn(int run, int k)
 {
-    return measured[(run + k) % measured_count];
+    static const int orders[6][3] = { { 0, 1, 2 }, { 1, 2, 0 }, { 2, 0, 1 }, { 0, 2, 1 }, { 2, 1, 0 }, { 1, 0, 2 } };
+
+    if (measured_count == 1) return measured[0];
+    return measured[orders[run % 6][k]];
+}
+
+static int runs(void)
+{
+    return quick ? QUICK_RUNS : RUNS;
 }
 
 /* The process's round: the order in which the implementations map ranges. */
 static int process_round;
+
+/* The implementation that goes k-th in the current run: the process's
+ * runs go on through the orders where the previous process's stopped. */
+static enum implementation in_this_run(int k)
+{
+    return in_turn(run_id + process_round * runs(), k);
+}
 
 /* Ranges of size for each implementation, mapped in this round's order. */
 static void watch_all(char **bases, size_t size)
@@ -309,11 +340,6 @@ static void watch_all(char **bases, size_t size)
     }
 }
 
-static int runs(void)
-{
-    return quick ? QUICK_RUNS : RUNS;
-}
-
 static void bench_first_write(void)
 {
     size_t pages = quick ? 4096 : 16384, i;
@@ -325,7 +351,7 @@ static void bench_first_write(void)
         run_id++;
         for (k = 0; k < measured_count; k++)
         {
-            enum implementation impl = in_turn(run, k);
+            enum implementation impl = in_this_run(k);
             char *base = watch(impl, pages * page);
 
             start = now();
@@ -355,15 +381,14 @@ static void bench_range(size_t size, size_t every, const char *label)
     int run, k;
 
     if (measured[0] == FALLBACK && !fallback_can(pages, every)) return;
-    if (!(addresses = malloc(pages * sizeof(*addresses)))) fail("malloc");
-    memset(addresses, 0, pages * sizeof(*addresses));
+    addresses = caller_array(pages);
     watch_all(bases, size);
     for (run = 0; run < runs(); run++)
     {
         run_id++;
         for (k = 0; k < measured_count; k++)
         {
-            enum implementation impl = in_turn(run, k);
+            enum implementation impl = in_this_run(k);
             char *base = bases[impl];
 
             written = dirty(base, pages, every, run);
@@ -398,8 +423,7 @@ static void bench_frames(size_t size, size_t every, const char *label)
     void **addresses;
     double start;
 
-    if (!(addresses = malloc(pages * sizeof(*addresses)))) fail("malloc");
-    memset(addresses, 0, pages * sizeof(*addresses));
+    addresses = caller_array(pages);
     snprintf(name, sizeof(name), "frame, %s (ms)", label);
     watch_all(bases, size);
     for (k = 0; k < measured_count; k++)
@@ -412,7 +436,7 @@ static void bench_frames(size_t size, size_t every, const char *label)
         run_id++;
         for (k = 0; k < measured_count; k++)
         {
-            enum implementation impl = in_turn(frame, k);
+            enum implementation impl = in_this_run(k);
             char *base = bases[impl];
 
             start = now();
@@ -489,13 +513,10 @@ static void bench_cold(enum implementation impl, size_t index)
 {
     size_t size = cold_cases[index].size, pages = size / page, written;
     char name[128], *base = watch(impl, size);
-    void **addresses = calloc(pages, sizeof(*addresses));
+    void **addresses = caller_array(pages);
     double start;
 
-    if (!addresses) fail("calloc");
     written = dirty(base, pages, cold_cases[index].every, 0);
-    /* the caller's array is the caller's: every implementation gets it warm */
-    memset(addresses, 0, pages * sizeof(*addresses));
     start = now();
     if (collect(impl, base, size, 0, addresses, pages) != written) fail("wrong page count");
     snprintf(name, sizeof(name), "%s GetWriteWatch, first call (ms)", cold_cases[index].name);
