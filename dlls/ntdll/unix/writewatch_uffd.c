@@ -276,7 +276,7 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
 static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
                                       uintptr_t max_pages, struct run_buffer *out, char **next)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), ask, i;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
     char *run_start, *run_end, *walk_end;
     int count;
 
@@ -284,9 +284,9 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
     if (!next_armed_run(alloc, &first, last, &run_start, &run_end)) return WRITEWATCH_STATUS_SUCCESS;
     while (max_pages && out->count < out->capacity)
     {
-        ask = out->capacity - out->count;
         /* max_pages stops the walk, and the reset, at the caller's last entry */
-        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, ask, max_pages, &walk_end);
+        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, out->capacity - out->count,
+                                   max_pages, &walk_end);
         if (count < 0) return scan_failed(alloc, run_start, walk_end, run_end, reset, errno, out);
         for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
         out->count += count;
