@@ -198,15 +198,10 @@ static void test_failed_decommit_recovers_at_commit(void)
  * printed: "backend: reason". */
 static void init_with_fault(enum writewatch_kernel_op op, int err, const char *backend, char *out, size_t size)
 {
-    char command[256];
-    FILE *pipe;
+    char arguments[64];
 
-    snprintf(command, sizeof(command), "/proc/%d/exe --init-fault %d %d %s 2>/dev/null", (int)getpid(), op, err,
-             backend);
-    out[0] = 0;
-    if (!(pipe = popen(command, "r"))) return;
-    if (!fgets(out, size, pipe)) out[0] = 0;
-    pclose(pipe);
+    snprintf(arguments, sizeof(arguments), "--init-fault %d %d %s", op, err, backend);
+    run_mode(arguments, out, size);
 }
 
 /* Any failure of the kernel path at start-up chooses the fallback and says

@@ -24,6 +24,8 @@
 unsigned int tests_passed, tests_failed;
 static pthread_mutex_t results_mutex = PTHREAD_MUTEX_INITIALIZER;
 static const char *current_test;
+/* argv[0], not /proc/self/exe: under valgrind that is valgrind's tool */
+static const char *program;
 
 extern const struct test writewatch_tests[], fault_tests[], fuzz_tests[];
 static const struct test * const suites[] = { writewatch_tests, fault_tests, fuzz_tests };
@@ -43,6 +45,18 @@ void ok_(const char *file, int line, int condition, const char *format, ...)
         va_end(args);
     }
     pthread_mutex_unlock(&results_mutex);
+}
+
+void run_mode(const char *arguments, char *out, size_t size)
+{
+    char command[512];
+    FILE *pipe;
+
+    snprintf(command, sizeof(command), "'%s' %s 2>/dev/null", program, arguments);
+    out[0] = 0;
+    if (!(pipe = popen(command, "r"))) return;
+    if (!fgets(out, size, pipe)) out[0] = 0;
+    pclose(pipe);
 }
 
 static int is_selected(const char *name, int argc, char **argv)
@@ -85,18 +99,21 @@ static int count_kernel_descriptors(void)
     return count;
 }
 
-/* --start-up: the module's descriptors after writewatch_init(), and after
- * the first watched allocation (see test_start_up_waits_for_watched_memory). */
+/* --start-up: the module's descriptors after writewatch_init(), after the
+ * first watched allocation, and those its backend needs (see
+ * test_start_up_waits_for_watched_memory). */
 static int start_up(void)
 {
     size_t size = 16 * sysconf(_SC_PAGESIZE);
     char *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    struct writewatch_info info;
     int at_start;
 
     writewatch_init(NULL);
     at_start = count_kernel_descriptors();
     if (base == MAP_FAILED || writewatch_add_allocation(base, size, PROT_READ | PROT_WRITE)) return 1;
-    printf("%d %d\n", at_start, count_kernel_descriptors());
+    writewatch_get_info(&info);
+    printf("%d %d %d\n", at_start, count_kernel_descriptors(), info.backend == WRITEWATCH_BACKEND_UFFD ? 2 : 0);
     return 0;
 }
 
@@ -107,6 +124,7 @@ int main(int argc, char **argv)
     size_t suite;
     int own_lock = 0;
 
+    program = argv[0];
     if (argc == 5 && !strcmp(argv[1], "--init-fault")) return init_with_fault(argv);
     if (argc == 2 && !strcmp(argv[1], "--start-up")) return start_up();
     if (argc > 1 && !strcmp(argv[1], "--own-lock"))

@@ -707,6 +707,7 @@ struct query
  * reported before stays reported. */
 static int answer_batch(struct query *query, struct run_buffer *found)
 {
+    writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
     struct run_buffer runs;
     sigset_t state;
@@ -715,12 +716,12 @@ static int answer_batch(struct query *query, struct run_buffer *found)
     if ((alloc = find_allocation_for_range(query->start, query->end)))
     {
         query->backend = alloc->backend->name;
-        query->status = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done,
-                                     found, &runs, &query->start);
+        status = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done, found,
+                              &runs, &query->start);
     }
-    else if (!query->done) query->status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     unlock(&state);
-    if (!alloc || query->status) return 0;
+    if (!alloc && query->done) return 0;
+    if ((query->status = status)) return 0;
     query->done += copy_out(&runs, query->addresses + query->done);
     return query->start < query->end && query->done < query->room;
 }
