@@ -271,6 +271,18 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
     return 1;
 }
 
+/* The vector for a walk of [start, end) into out: no longer than the walk
+ * can fill, at most one region per page and every other page, since a
+ * longer one costs the kernel a bounce buffer beyond the walk's needs
+ * (past 8 KiB, from the page allocator, once per PAGEMAP_SCAN). */
+static size_t vector_length(const struct run_buffer *out, char *start, char *end, uintptr_t max_pages)
+{
+    size_t length = out->capacity - out->count, fill = (((size_t)(end - start) >> writewatch_page_shift) + 1) / 2;
+
+    if (fill > max_pages) fill = max_pages;
+    return fill < length ? fill : length;
+}
+
 /* PAGEMAP_SCANs of the armed runs into out, resuming where a full vector or
  * max_pages stopped the walk. */
 static writewatch_status uffd_collect(struct allocation *alloc, char *start, char *end, int reset,
@@ -285,8 +297,8 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
     while (max_pages && out->count < out->capacity)
     {
         /* max_pages stops the walk, and the reset, at the caller's last entry */
-        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count, out->capacity - out->count,
-                                   max_pages, &walk_end);
+        count = scan_written_pages(run_start, run_end, reset, out->runs + out->count,
+                                   vector_length(out, run_start, run_end, max_pages), max_pages, &walk_end);
         if (count < 0) return scan_failed(alloc, run_start, walk_end, run_end, reset, errno, out);
         for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
         out->count += count;
