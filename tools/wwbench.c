@@ -496,8 +496,6 @@ static void bench_all(void)
         for (f = 0; f < sizeof(fractions) / sizeof(fractions[0]); f++)
         {
             if (quick && f >= 2 && s >= 2) continue;
-            /* every other page: the worst case for runs, at the sizes that matter */
-            if (fractions[f].every == EVERY_OTHER && s < 2) continue;
             snprintf(label, sizeof(label), "%s %s", sizes[s].name, fractions[f].name);
             bench_range(sizes[s].size, fractions[f].every, label);
         }

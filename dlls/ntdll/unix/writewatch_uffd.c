@@ -272,9 +272,10 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
 }
 
 /* The vector for a walk of [start, end) into out: no longer than the walk
- * can fill, at most one region per page and every other page, since a
- * longer one costs the kernel a bounce buffer beyond the walk's needs
- * (past 8 KiB, from the page allocator, once per PAGEMAP_SCAN). */
+ * can fill (a region per two pages of the range, and no more than
+ * max_pages), since a longer one costs the kernel a bounce buffer beyond
+ * the walk's needs (past 8 KiB, from the page allocator, once per
+ * PAGEMAP_SCAN). */
 static size_t vector_length(const struct run_buffer *out, char *start, char *end, uintptr_t max_pages)
 {
     size_t length = out->capacity - out->count, fill = (((size_t)(end - start) >> writewatch_page_shift) + 1) / 2;
