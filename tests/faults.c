@@ -129,7 +129,7 @@ static void test_walk_stopped_half_way_over_reports(void)
  * every page the failing walk may have reset stays reported. */
 static void test_walk_stopped_in_a_later_pass_over_reports(void)
 {
-    size_t runs = FIRST_BATCH + 3 * 512, pages = 2 * runs, i, lost = 0;
+    size_t runs = RUN_BATCH + 3 * 512, pages = 2 * runs, i, lost = 0;
     uintptr_t first = RESULTS, second = RESULTS, j;
     static void *more[RESULTS];
     writewatch_status status;
@@ -140,7 +140,7 @@ static void test_walk_stopped_in_a_later_pass_over_reports(void)
     for (i = 0; i < pages; i += 2) base[i * page] = 1;
     if (mmap(base + pages * page, 4 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
              0) == MAP_FAILED) return;
-    ok(get_watch(WRITEWATCH_FLAG_RESET, base, (pages + 4) * page, results, &first) == 0 && first == FIRST_BATCH,
+    ok(get_watch(WRITEWATCH_FLAG_RESET, base, (pages + 4) * page, results, &first) == 0 && first == RUN_BATCH,
        "the first batch gave %lu pages\n", (unsigned long)first);
     ok(get_watch(WRITEWATCH_FLAG_RESET, base, (pages + 4) * page, more, &second) == 0, "second query failed\n");
     for (i = 0; i < pages; i += 2)

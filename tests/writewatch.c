@@ -484,15 +484,14 @@ static uintptr_t wrong_even_pages(char *base, uintptr_t count, uintptr_t first)
     return wrong;
 }
 
-/* 16, 16f: answers of as many runs as fill a query's first batch, one
- * kernel pass of 512 regions, the larger batches after it, and one more,
- * are whole and in order; a short array with reset resets exactly what it
- * returned. */
+/* 16, 16f: answers of as many runs as fill a small answer's batch (and a
+ * batch's first walk), one kernel pass of 512 regions, a large answer's
+ * batches, and one more, are whole and in order; a short array with reset
+ * resets exactly what it returned. */
 static void test_answers_around_batch_boundaries(void)
 {
-    static const size_t runs[] = { 1, FIRST_BATCH - 1, FIRST_BATCH, FIRST_BATCH + 1, 512, 513, 1000,
-                                   FIRST_BATCH + RUN_BATCH - 1, FIRST_BATCH + RUN_BATCH, FIRST_BATCH + RUN_BATCH + 1,
-                                   FIRST_BATCH + 2 * RUN_BATCH + 1 };
+    static const size_t runs[] = { 1, SMALL_BATCH - 1, SMALL_BATCH, SMALL_BATCH + 1, 512, 513, 1000, RUN_BATCH - 1,
+                                   RUN_BATCH, RUN_BATCH + 1, RUN_BATCH + SMALL_BATCH + 1, 2 * RUN_BATCH + 1 };
     size_t r, i;
 
     for (r = 0; r < sizeof(runs) / sizeof(runs[0]); r++)

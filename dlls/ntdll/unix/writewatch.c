@@ -557,14 +557,14 @@ static void add_page_set(struct page_set *set, const struct page_set *from, size
 static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    struct page_region storage[FIRST_BATCH];
+    struct page_region storage[SMALL_BATCH];
     writewatch_status status;
     struct run_buffer found;
 
-    run_buffer_init(&found, storage, FIRST_BATCH);
+    run_buffer_init(&found, storage, SMALL_BATCH);
     while (start < end)
     {
-        run_buffer_empty(&found, FIRST_BATCH);
+        run_buffer_empty(&found, SMALL_BATCH);
         if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &found, &start))) return status;
         if (found.count && !page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
         add_runs(&alloc->latched, alloc, &found, 0, 0);
@@ -680,12 +680,14 @@ static int same_page(const void *a, const void *b)
 
 static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
 {
-    uintptr_t count = 0, page;
+    uintptr_t count = 0, page, end, size = writewatch_page_size;
     size_t i;
 
     for (i = 0; i < runs->count; i++)
-        for (page = runs->runs[i].start; page < runs->runs[i].end; page += writewatch_page_size)
-            addresses[count++] = (void *)page;
+    {
+        end = runs->runs[i].end;
+        for (page = runs->runs[i].start; page < end; page += size) addresses[count++] = (void *)page;
+    }
     return count;
 }
 
@@ -726,24 +728,40 @@ static int answer_batch(struct query *query, struct run_buffer *found)
     return query->start < query->end && query->done < query->room;
 }
 
-/* The batches after a query's first, of RUN_BATCH regions, in a frame of
- * their own: only large answers touch its stack (with
- * -fstack-clash-protection, entering a frame touches every page of it). */
-static void __attribute__((noinline)) answer_large(struct query *query)
+/* The most runs the answer to a query can hold: one per two pages of its
+ * range, and no more than the caller's array takes. */
+static uintptr_t most_runs(const struct query *query)
 {
-    struct page_region storage[RUN_BATCH];
+    uintptr_t runs = (((uintptr_t)(query->end - query->start) >> writewatch_page_shift) + 1) / 2;
+
+    return runs < query->room ? runs : query->room;
+}
+
+/* Answers a query in batches of the size regions of storage. */
+static void answer_query(struct query *query, struct page_region *storage, size_t size)
+{
     struct run_buffer found;
 
-    run_buffer_init(&found, storage, RUN_BATCH);
+    run_buffer_init(&found, storage, size);
     while (answer_batch(query, &found));
+}
+
+/* A query whose answer may hold more than SMALL_BATCH runs, in batches of
+ * RUN_BATCH regions in a frame of its own: only such queries touch its
+ * stack (with -fstack-clash-protection, entering a frame touches every
+ * page of it). */
+static void __attribute__((noinline)) answer_large_query(struct query *query)
+{
+    struct page_region storage[RUN_BATCH];
+
+    answer_query(query, storage, RUN_BATCH);
 }
 
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
                                              uintptr_t *count, uint32_t *granularity)
 {
     struct query query = { .reset = flags & WRITEWATCH_FLAG_RESET, .addresses = addresses };
-    struct page_region storage[FIRST_BATCH];
-    struct run_buffer found;
+    struct page_region storage[SMALL_BATCH];
 
     /* Wine 8.0's order of checks, which its conformance tests expect, with
      * Windows' alignment checks and probes of the output pointers. */
@@ -765,8 +783,8 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
 
     TRACE("%#x %p-%p %p %lu\n", flags, query.start, query.end, addresses, (unsigned long)query.room);
 
-    run_buffer_init(&found, storage, FIRST_BATCH);
-    if (answer_batch(&query, &found)) answer_large(&query);
+    if (most_runs(&query) > SMALL_BATCH) answer_large_query(&query);
+    else answer_query(&query, storage, SMALL_BATCH);
     /* a later batch that fails kept what it reset: the pages copied out
      * before it are the answer */
     if (query.status && !query.done) return query.status;

@@ -95,13 +95,14 @@ struct allocation
 
 /* A batch of runs of pages, in ascending order, as PAGEMAP_SCAN returns
  * them, in a bounded buffer on the caller's stack: no scan needs memory in
- * proportion to its range.  A query's first batch holds FIRST_BATCH regions
- * (8 KiB), so that a small answer touches little stack; the kernel's own
- * bounce buffer of as many regions comes from its slab, where past 8 KiB
- * it comes from the page allocator, once per PAGEMAP_SCAN.  A larger
- * answer goes on in batches of RUN_BATCH regions (48 KiB), each gathered
- * under one hold of the lock. */
-#define FIRST_BATCH (8192 / sizeof(struct page_region))
+ * proportion to its range.  An answer that cannot hold more than
+ * SMALL_BATCH runs (8 KiB), by its range or by the caller's array, is
+ * gathered in that many, so that it touches little stack; a larger one in
+ * batches of RUN_BATCH regions (48 KiB), each gathered under one hold of
+ * the lock.  The kernel's bounce buffer for a walk of up to SMALL_BATCH
+ * regions comes from its slab; past 8 KiB it comes from the page
+ * allocator, once per PAGEMAP_SCAN. */
+#define SMALL_BATCH (8192 / sizeof(struct page_region))
 #define RUN_BATCH 2048
 
 struct run_buffer

@@ -89,8 +89,9 @@ static int open_userfaultfd(void)
     return syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
 }
 
-/* The features the kernel offers, asked of a probe context. */
-static int probe_features(int fd, struct uffdio_api *api)
+/* UFFDIO_API: a context takes one, which fails when the kernel lacks a
+ * feature asked for; on success it returns every feature the kernel offers. */
+static int uffdio_api(int fd, struct uffdio_api *api)
 {
     INJECT_ERROR(WRITEWATCH_OP_UFFDIO_API);
     return ioctl(fd, UFFDIO_API, api);
@@ -274,13 +275,16 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
 /* The vector for a walk of [start, end) into out: no longer than the walk
  * can fill (a region per two pages of the range, and no more than
  * max_pages), since a longer one costs the kernel a bounce buffer beyond
- * the walk's needs (past 8 KiB, from the page allocator, once per
- * PAGEMAP_SCAN). */
+ * the walk's needs.  Until a walk returned regions, no more than
+ * SMALL_BATCH, whose bounce buffer comes from the kernel's slab: most
+ * answers fit, and one that fills it is large enough to amortize a bounce
+ * buffer from the page allocator over the walks after it. */
 static size_t vector_length(const struct run_buffer *out, char *start, char *end, uintptr_t max_pages)
 {
     size_t length = out->capacity - out->count, fill = (((size_t)(end - start) >> writewatch_page_shift) + 1) / 2;
 
     if (fill > max_pages) fill = max_pages;
+    if (!out->count && fill > SMALL_BATCH) fill = SMALL_BATCH;
     return fill < length ? fill : length;
 }
 
@@ -291,6 +295,8 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
     char *run_start, *run_end, *walk_end;
+    /* max_pages binds only below the pages of the range */
+    int counted = max_pages < last - first;
     int count;
 
     *next = end;
@@ -301,7 +307,8 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
         count = scan_written_pages(run_start, run_end, reset, out->runs + out->count,
                                    vector_length(out, run_start, run_end, max_pages), max_pages, &walk_end);
         if (count < 0) return scan_failed(alloc, run_start, walk_end, run_end, reset, errno, out);
-        for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
+        if (counted)
+            for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
         out->count += count;
         /* A walk stopped early ends at or past the last region it returned.
          * Past the kernel's own 512 regions a walk goes in passes, and when
@@ -320,13 +327,13 @@ static writewatch_status uffd_collect(struct allocation *alloc, char *start, cha
 static writewatch_status reset_through_vector(struct allocation *alloc, char *start, char *end)
 {
     writewatch_status status = WRITEWATCH_STATUS_SUCCESS;
-    struct page_region storage[FIRST_BATCH];
+    struct page_region storage[SMALL_BATCH];
     struct run_buffer scratch;
 
-    run_buffer_init(&scratch, storage, FIRST_BATCH);
+    run_buffer_init(&scratch, storage, SMALL_BATCH);
     while (!status && start < end)
     {
-        run_buffer_empty(&scratch, FIRST_BATCH);
+        run_buffer_empty(&scratch, SMALL_BATCH);
         status = uffd_collect(alloc, start, end, 1, UINTPTR_MAX, &scratch, &start);
     }
     return status;
@@ -414,11 +421,34 @@ static void explain_userfaultfd_error(struct writewatch_info *info, int err)
     snprintf(info->reason, sizeof(info->reason), "userfaultfd(): %s: %s", strerror(err), why);
 }
 
-/* Opens a userfaultfd with the features Linux 6.7 added; records what the
- * kernel offers.  A context takes one UFFDIO_API, so a probe comes first. */
-static int open_wp_async_userfaultfd(struct writewatch_info *info)
+/* Says why the kernel refused WP-async, with what it offers, asked of a
+ * second context. */
+static void explain_refused_features(struct writewatch_info *info, int err)
 {
     struct uffdio_api api = { .api = UFFD_API };
+    int fd;
+
+    info->uffd_errno = err;
+    if (err != EINVAL)
+    {
+        snprintf(info->reason, sizeof(info->reason), "UFFDIO_API: %s", strerror(err));
+        return;
+    }
+    if ((fd = open_userfaultfd()) >= 0)
+    {
+        if (!uffdio_api(fd, &api)) info->uffd_features = api.features;
+        close(fd);
+    }
+    snprintf(info->reason, sizeof(info->reason),
+             "this kernel (Linux %s) refused userfaultfd WP-async (it offers features %#llx), which Linux 6.7 "
+             "added; %s", kernel_release(), (unsigned long long)info->uffd_features, NEWER_KERNEL);
+}
+
+/* Opens a userfaultfd with the features Linux 6.7 added; records what the
+ * kernel offers. */
+static int open_wp_async_userfaultfd(struct writewatch_info *info)
+{
+    struct uffdio_api api = { .api = UFFD_API, .features = REQUIRED_FEATURES };
     int fd;
 
     if ((fd = open_userfaultfd()) < 0)
@@ -426,27 +456,12 @@ static int open_wp_async_userfaultfd(struct writewatch_info *info)
         explain_userfaultfd_error(info, errno);
         return -1;
     }
-    if (!probe_features(fd, &api)) info->uffd_features = api.features;
-    close(fd);
-    if ((info->uffd_features & REQUIRED_FEATURES) != REQUIRED_FEATURES)
+    if (!uffdio_api(fd, &api))
     {
-        info->uffd_errno = EINVAL;
-        snprintf(info->reason, sizeof(info->reason),
-                 "this kernel (Linux %s) has no userfaultfd WP-async (features %#llx), which Linux 6.7 added; %s",
-                 kernel_release(), (unsigned long long)info->uffd_features, NEWER_KERNEL);
-        return -1;
+        info->uffd_features = api.features;
+        return fd;
     }
-
-    if ((fd = open_userfaultfd()) < 0)
-    {
-        explain_userfaultfd_error(info, errno);
-        return -1;
-    }
-    api.api = UFFD_API;
-    api.features = REQUIRED_FEATURES;
-    if (!ioctl(fd, UFFDIO_API, &api)) return fd;
-    info->uffd_errno = errno;
-    snprintf(info->reason, sizeof(info->reason), "UFFDIO_API: %s", strerror(errno));
+    explain_refused_features(info, errno);
     close(fd);
     return -1;
 }
