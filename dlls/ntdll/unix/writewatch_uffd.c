@@ -164,12 +164,14 @@ static int register_watched_range(char *start, char *end)
     return register_range(start, end) ? errno : 0;
 }
 
-/* Registers [start, end) and protects it, so that every page reads clean. */
-static int watch_range(char *start, char *end)
+/* Registers [start, end) and protects it, so that every page reads clean.
+ * For ranges smaller than a huge page: registration gives the range a
+ * mapping of its own, which no huge page fits, without MADV_NOHUGEPAGE. */
+static int watch_small_range(char *start, char *end)
 {
     int err;
 
-    if ((err = register_watched_range(start, end))) return err;
+    if (register_range(start, end)) return errno;
     if (!write_protect_range(start, end)) return 0;
     err = errno;
     WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", start, end, strerror(err));
@@ -477,7 +479,7 @@ static int self_test(struct writewatch_info *info)
 
     probe = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (probe == MAP_FAILED) return errno;
-    if ((err = watch_range(probe, probe + size)))
+    if ((err = watch_small_range(probe, probe + size)))
     {
         snprintf(info->reason, sizeof(info->reason), "UFFDIO_REGISTER/WRITEPROTECT: %s", strerror(err));
         goto done;
