@@ -22,4 +22,10 @@ static double median(double *values, int count)
     return values[count / 2];
 }
 
+/* The q-quantile of sorted values, the nearest rank. */
+static inline double sorted_quantile(const double *sorted, int count, double q)
+{
+    return sorted[(int)((count - 1) * q + 0.5)];
+}
+
 #endif

@@ -433,10 +433,11 @@ void writewatch_remove_allocation(void *base)
 }
 
 /* Takes no lock: the host asks with its own lock held, which every change
- * to the allocations takes, so that asking costs unwatched memory nothing. */
+ * to the allocations takes, so that asking costs unwatched memory nothing:
+ * in a program that watches none, one load. */
 int writewatch_is_watched(const void *addr)
 {
-    return writewatch_page_size && find_allocation(addr) != NULL;
+    return allocation_count && find_allocation(addr) != NULL;
 }
 
 /* Adds to set the pages of runs from index i on, past page cut. */
