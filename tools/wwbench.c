@@ -664,6 +664,7 @@ static struct ratio paired_ratio(const struct samples *ours, const struct sample
                 ratios[count++] = ours->values[i] / theirs->values[j];
     if (!count) return ratio;
     ratio.median = median(ratios, count);
+    /* median() left them sorted */
     ratio.low = sorted_quantile(ratios, count, 0.25);
     ratio.high = sorted_quantile(ratios, count, 0.75);
     return ratio;
