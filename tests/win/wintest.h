@@ -17,6 +17,8 @@ extern void *results[8192];
 
 #define ok(condition, ...) ok_(__LINE__, (condition), __VA_ARGS__)
 void __attribute__((format(printf, 3, 4))) ok_(int line, int condition, const char *format, ...);
+/* Prints a line of the run's output with one write. */
+void __attribute__((format(printf, 1, 2))) report(const char *format, ...);
 
 /* VirtualAlloc(MEM_RESERVE | MEM_WRITE_WATCH | type) */
 char *alloc_watched(SIZE_T size, DWORD type, DWORD protect);

@@ -20,8 +20,32 @@ LONG passed, failed;
 const char *current_test;
 void *results[8192];
 
+/* Prints prefix and the formatted text with one write: printf writes an
+ * unbuffered stream a character at a time, and then what other threads,
+ * or other processes (Wine setting up a new prefix) print into the same
+ * file lands inside our lines. */
+static void print_whole(const char *prefix, const char *format, va_list args)
+{
+    char text[1024];
+    int length = snprintf(text, sizeof(text), "%s", prefix);
+
+    vsnprintf(text + length, sizeof(text) - length, format, args);
+    text[sizeof(text) - 1] = 0;
+    fputs(text, stdout);
+}
+
+void report(const char *format, ...)
+{
+    va_list args;
+
+    va_start(args, format);
+    print_whole("", format, args);
+    va_end(args);
+}
+
 void ok_(int line, int condition, const char *format, ...)
 {
+    char prefix[128];
     va_list args;
 
     if (condition)
@@ -30,9 +54,9 @@ void ok_(int line, int condition, const char *format, ...)
         return;
     }
     InterlockedIncrement(&failed);
-    printf("writewatch.c:%d: %s: test failed: ", line, current_test);
+    snprintf(prefix, sizeof(prefix), "writewatch.c:%d: %s: test failed: ", line, current_test);
     va_start(args, format);
-    vprintf(format, args);
+    print_whole(prefix, format, args);
     va_end(args);
 }
 
@@ -94,7 +118,7 @@ static void report_thread(HANDLE thread, const char *name)
     context.ContextFlags = CONTEXT_CONTROL;
     if (!GetThreadContext(thread, &context))
     {
-        printf("hang report: %s: no context (error %lu)\n", name, GetLastError());
+        report("hang report: %s: no context (error %lu)\n", name, GetLastError());
         return;
     }
 #ifdef _WIN64
@@ -105,9 +129,8 @@ static void report_thread(HANDLE thread, const char *name)
     VirtualQuery((void *)ip, &info, sizeof(info));
     K32GetMappedFileNameA(GetCurrentProcess(), (void *)ip, path, sizeof(path));
     file = strrchr(path, '\\') ? strrchr(path, '\\') + 1 : path;
-    printf("hang report: %s stands at %s+%#llx (ip %#llx)\n", name, file,
+    report("hang report: %s stands at %s+%#llx (ip %#llx)\n", name, file,
            (unsigned long long)(ip - (ULONG_PTR)info.AllocationBase), (unsigned long long)ip);
-    fflush(stdout);
 }
 
 void hang(HANDLE thread, const char *what)
@@ -117,8 +140,7 @@ void hang(HANDLE thread, const char *what)
     if (thread) report_thread(thread, what);
     for (i = 0; i < 4; i++)
         if (suspects[i].thread && suspects[i].thread != thread) report_thread(suspects[i].thread, suspects[i].name);
-    printf("%ld passed, %ld failed\n", passed, failed);
-    fflush(stdout);
+    report("%ld passed, %ld failed\n", passed, failed);
     TerminateProcess(GetCurrentProcess(), 1);
     ExitProcess(1);
 }
@@ -369,7 +391,7 @@ static void test_sparse_1gib(void)
     }
     ok(total == pages / 2, "%Iu pages reported, expected %Iu\n", total, pages / 2);
     ok(!wrong, "%Iu pages out of place\n", wrong);
-    printf("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
+    report("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
            GetTickCount() - start);
     expect_pages(0, base, pages, 64, NONE);
     VirtualFree(base, 0, MEM_RELEASE);
@@ -542,8 +564,8 @@ int main(int argc, char **argv)
         if (!is_selected(tests[i].name, argc, argv)) continue;
         current_test = tests[i].name;
         tests[i].run();
-        printf("%-36s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
+        report("%-36s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
     }
-    printf("%ld passed, %ld failed\n", passed, failed);
+    report("%ld passed, %ld failed\n", passed, failed);
     return failed != 0;
 }
