@@ -11,11 +11,14 @@
  * tests/semantics.md).
  */
 
-#include <windows.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <windef.h>
+#include <winbase.h>
 
+#include "wine/test.h"
 #include "wintest.h"
 
 /* Ends the run when *progress stops moving for ms: a thread is hung. */
@@ -83,7 +86,7 @@ static DWORD WINAPI protect_and_query(void *arg)
 
 /* Output pointers the caller cannot write fail with ERROR_NOACCESS before
  * anything is reset, and leave nothing locked for other threads. */
-void test_unwritable_outputs(void)
+static void test_unwritable_outputs(void)
 {
     char *base = alloc_watched(16 * PAGE, MEM_COMMIT, PAGE_READWRITE);
     char *out = VirtualAlloc(NULL, 3 * PAGE, MEM_COMMIT, PAGE_READWRITE);
@@ -159,7 +162,7 @@ static DWORD WINAPI collect_into_home(void *arg)
 
 /* The array lies in a clean page of another watched allocation, while
  * other threads change protections and write clean watched pages. */
-void test_array_in_clean_page_beside_protect(void)
+static void test_array_in_clean_page_beside_protect(void)
 {
     struct beside b = { 0 };
     HANDLE threads[2];
@@ -225,7 +228,7 @@ static DWORD WINAPI protect_page(void *arg)
  * profiler or a collector stopping the world does it, holds up nobody:
  * VirtualProtect in other threads, and CreateThread in the suspending one,
  * go on. */
-void test_suspended_inside_a_call(void)
+static void test_suspended_inside_a_call(void)
 {
     struct busy b = { 0 };
     struct watchdog dog;
@@ -300,6 +303,15 @@ struct writer_arg
     int id;
 };
 
+/* a 64-bit store that a collector never sees half done, in a 32-bit
+ * program too */
+static void store_stamp(LONG64 volatile *stamp, LONG64 value)
+{
+    LONG64 old = *stamp;
+
+    while (InterlockedCompareExchange64(stamp, value, old) != old) old = *stamp;
+}
+
 static DWORD WINAPI stamp_pages(void *arg)
 {
     struct writer_arg *a = arg;
@@ -314,7 +326,7 @@ static DWORD WINAPI stamp_pages(void *arg)
         seed = seed * 1103515245 + 12345;
         index = (seed >> 8) % HEAP_PAGES;
         if (page_role(index) != HOT || index / BLOCK % WRITERS != (SIZE_T)a->id) continue;
-        InterlockedExchange64((LONG64 *)(w->heap + index * PAGE), ++w->final_stamp[index]);
+        store_stamp((LONG64 *)(w->heap + index * PAGE), ++w->final_stamp[index]);
         InterlockedIncrement64(&w->writes);
     }
     return 0;
@@ -486,7 +498,7 @@ static void run_world(struct world *w, DWORD ms, BOOL suspend, const char *name)
 
     for (index = 0; index < HEAP_PAGES; index++)
         if (page_role(index) == HOT && w->last_seen[index] != w->final_stamp[index]) lost++;
-    report("%s: %lu ms, %ld collector calls, %ld suspensions, %ld churns, %llu writes: %llu lost, %ld false, "
+    trace("%s: %lu ms, %ld collector calls, %ld suspensions, %ld churns, %llu writes: %llu lost, %ld false, "
            "%ld bad statuses, %ld readable decommitted pages\n", name, GetTickCount() - start, w->calls,
            w->suspensions, w->churns, (unsigned long long)w->writes, (unsigned long long)lost, w->false_reports,
            w->bad_statuses, w->readable);
@@ -502,18 +514,41 @@ static void run_world(struct world *w, DWORD ms, BOOL suspend, const char *name)
 }
 
 /* Decommit, recommit and release beside a collector that resets. */
-void test_decommit_and_release_race(void)
+static void test_decommit_and_release_race(void)
 {
     run_world(make_world(), 2000, FALSE, "decommit and release race");
 }
 
 /* Everything at once, the world stopped every few milliseconds, for
  * WRITEWATCH_STRESS_SECONDS (10 by default). */
-void test_stop_the_world(void)
+static void test_stop_the_world(void)
 {
     char seconds[16];
     DWORD ms = 10000;
 
     if (GetEnvironmentVariableA("WRITEWATCH_STRESS_SECONDS", seconds, sizeof(seconds))) ms = atoi(seconds) * 1000;
     run_world(make_world(), ms, TRUE, "stop the world");
+}
+
+START_TEST(threads)
+{
+    static const struct test_case cases[] =
+    {
+        { "unwritable_outputs", test_unwritable_outputs },
+        { "array_in_clean_page_beside_protect", test_array_in_clean_page_beside_protect },
+        { "decommit_and_release_race", test_decommit_and_release_race },
+    };
+
+    run_cases(cases, ARRAY_SIZE(cases));
+}
+
+START_TEST(suspend)
+{
+    static const struct test_case cases[] =
+    {
+        { "suspended_inside_a_call", test_suspended_inside_a_call },
+        { "stop_the_world", test_stop_the_world },
+    };
+
+    run_cases(cases, ARRAY_SIZE(cases));
 }

@@ -1,160 +1,29 @@
 /*
  * The write-watch API as Windows programs see it, through kernel32: the
- * semantics of tests/semantics.md.  Built with mingw-w64, with threads.c,
- * and run under Wine (tools/run-wine).
+ * semantics of tests/semantics.md, whose numbers the comments give; each
+ * expectation is Windows' (Wine's own tests that pass there, and
+ * Microsoft's documentation, as semantics.md says).  Built with winegcc
+ * and Wine's harness, and run under Wine by tools/wine-tests:
  *
- *   writewatch.exe [TEST...]    runs every test, or the named ones;
- *   writewatch.exe -TEST...     every test but the named ones;
- *                               ends with "N passed, N failed"
+ *   writewatch.exe writewatch [CASE...]
+ *                                 the semantics, one case after another, or
+ *                                 the cases named
+ *   writewatch.exe sparse_1gib    every other page of 1 GiB written
+ *   writewatch.exe threads        calls beside other threads (threads.c)
+ *   writewatch.exe suspend        threads suspended inside calls, and the
+ *                                 stop-the-world stress (threads.c)
  */
 
-#include <windows.h>
-#include <winternl.h>
-#include <psapi.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <windef.h>
+#include <winbase.h>
+#include <winreg.h>
+#include <winternl.h>
 
+#include "wine/test.h"
 #include "wintest.h"
-
-LONG passed, failed;
-const char *current_test;
-void *results[8192];
-
-/* Prints prefix and the formatted text with one write: printf writes an
- * unbuffered stream a character at a time, and then what other threads,
- * or other processes (Wine setting up a new prefix) print into the same
- * file lands inside our lines. */
-static void print_whole(const char *prefix, const char *format, va_list args)
-{
-    char text[1024];
-    int length = snprintf(text, sizeof(text), "%s", prefix);
-
-    vsnprintf(text + length, sizeof(text) - length, format, args);
-    text[sizeof(text) - 1] = 0;
-    fputs(text, stdout);
-}
-
-void report(const char *format, ...)
-{
-    va_list args;
-
-    va_start(args, format);
-    print_whole("", format, args);
-    va_end(args);
-}
-
-void ok_(int line, int condition, const char *format, ...)
-{
-    char prefix[128];
-    va_list args;
-
-    if (condition)
-    {
-        InterlockedIncrement(&passed);
-        return;
-    }
-    InterlockedIncrement(&failed);
-    snprintf(prefix, sizeof(prefix), "writewatch.c:%d: %s: test failed: ", line, current_test);
-    va_start(args, format);
-    print_whole(prefix, format, args);
-    va_end(args);
-}
-
-char *alloc_watched(SIZE_T size, DWORD type, DWORD protect)
-{
-    char *base = VirtualAlloc(NULL, size, MEM_RESERVE | MEM_WRITE_WATCH | type, protect);
-
-    ok(base != NULL, "VirtualAlloc failed: %lu\n", GetLastError());
-    return base;
-}
-
-void expect_pages_(int line, DWORD flags, char *base, SIZE_T pages, ULONG_PTR room, const int *expected)
-{
-    ULONG_PTR count = room, n = 0, i;
-    ULONG granularity = 0;
-    UINT ret;
-
-    while (expected[n] >= 0) n++;
-    ret = GetWriteWatch(flags, base, pages * PAGE, results, &count, &granularity);
-    ok_(line, ret == 0, "GetWriteWatch failed: %lu\n", GetLastError());
-    ok_(line, granularity == PAGE, "granularity %lu\n", granularity);
-    ok_(line, count == n, "count %Iu, expected %Iu\n", count, n);
-    for (i = 0; i < count && i < n; i++)
-        ok_(line, results[i] == base + expected[i] * PAGE, "entry %Iu is page %Id, expected %d\n", i,
-            ((char *)results[i] - base) / PAGE, expected[i]);
-}
-
-static struct
-{
-    HANDLE thread;
-    const char *name;
-} suspects[4];
-
-void name_in_hang_reports(HANDLE thread, const char *name)
-{
-    int i;
-
-    for (i = 0; i < 4; i++)
-    {
-        if (suspects[i].thread && suspects[i].thread != thread) continue;
-        suspects[i].thread = name ? thread : NULL;
-        suspects[i].name = name;
-        return;
-    }
-}
-
-/* Says where a thread stands: the mapped file and offset of its
- * instruction pointer (for a 32-bit program inside a system call, the
- * system call's stub).  It takes no loader lock: the hung thread may hold
- * it. */
-static void report_thread(HANDLE thread, const char *name)
-{
-    MEMORY_BASIC_INFORMATION info = { 0 };
-    char path[MAX_PATH] = "?", *file;
-    CONTEXT context;
-    ULONG_PTR ip;
-
-    SuspendThread(thread);
-    context.ContextFlags = CONTEXT_CONTROL;
-    if (!GetThreadContext(thread, &context))
-    {
-        report("hang report: %s: no context (error %lu)\n", name, GetLastError());
-        return;
-    }
-#ifdef _WIN64
-    ip = context.Rip;
-#else
-    ip = context.Eip;
-#endif
-    VirtualQuery((void *)ip, &info, sizeof(info));
-    K32GetMappedFileNameA(GetCurrentProcess(), (void *)ip, path, sizeof(path));
-    file = strrchr(path, '\\') ? strrchr(path, '\\') + 1 : path;
-    report("hang report: %s stands at %s+%#llx (ip %#llx)\n", name, file,
-           (unsigned long long)(ip - (ULONG_PTR)info.AllocationBase), (unsigned long long)ip);
-}
-
-void hang(HANDLE thread, const char *what)
-{
-    int i;
-
-    if (thread) report_thread(thread, what);
-    for (i = 0; i < 4; i++)
-        if (suspects[i].thread && suspects[i].thread != thread) report_thread(suspects[i].thread, suspects[i].name);
-    report("%ld passed, %ld failed\n", passed, failed);
-    TerminateProcess(GetCurrentProcess(), 1);
-    ExitProcess(1);
-}
-
-void join_or_die(HANDLE thread, DWORD ms, const char *what)
-{
-    if (WaitForSingleObject(thread, ms) == WAIT_OBJECT_0)
-    {
-        CloseHandle(thread);
-        return;
-    }
-    ok(0, "%s did not finish within %lu ms\n", what, ms);
-    hang(thread, what);
-}
 
 static void test_allocation(void)
 {
@@ -391,7 +260,7 @@ static void test_sparse_1gib(void)
     }
     ok(total == pages / 2, "%Iu pages reported, expected %Iu\n", total, pages / 2);
     ok(!wrong, "%Iu pages out of place\n", wrong);
-    report("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
+    trace("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
            GetTickCount() - start);
     expect_pages(0, base, pages, 64, NONE);
     VirtualFree(base, 0, MEM_RELEASE);
@@ -429,10 +298,6 @@ static void test_mem_reset_keeps_written_state(void)
     VirtualFree(base, 0, MEM_RELEASE);
 }
 
-NTSTATUS NTAPI NtQueryValueKey(HANDLE, UNICODE_STRING *, int, void *, ULONG, ULONG *);
-#define KEY_VALUE_PARTIAL_INFORMATION 2
-#define PROCESS_IMAGE_FILE_NAME 27
-
 /* Calls whose output the Windows server writes straight into clean watched
  * pages succeed, and the pages are written. */
 static void test_server_replies_into_watched_memory(void)
@@ -446,12 +311,12 @@ static void test_server_replies_into_watched_memory(void)
 
     status = NtQueryObject(event, ObjectNameInformation, base + 2 * PAGE, PAGE, &length);
     ok(!status, "NtQueryObject: %#lx\n", status);
-    status = NtQueryInformationProcess(GetCurrentProcess(), PROCESS_IMAGE_FILE_NAME, base + 5 * PAGE, PAGE, &length);
+    status = NtQueryInformationProcess(GetCurrentProcess(), ProcessImageFileName, base + 5 * PAGE, PAGE, &length);
     ok(!status, "NtQueryInformationProcess: %#lx\n", status);
     ok(!RegOpenKeyExA(HKEY_LOCAL_MACHINE, "Software\\Microsoft\\Windows NT\\CurrentVersion", 0, KEY_READ, &key),
        "RegOpenKeyEx\n");
     RtlInitUnicodeString(&name, L"ProductName");
-    status = NtQueryValueKey(key, &name, KEY_VALUE_PARTIAL_INFORMATION, base + 9 * PAGE, PAGE, &length);
+    status = NtQueryValueKey(key, &name, KeyValuePartialInformation, base + 9 * PAGE, PAGE, &length);
     ok(!status, "NtQueryValueKey: %#lx\n", status);
     expect_pages(0, base, 16, 64, 2, 5, 9);
     RegCloseKey(key);
@@ -510,62 +375,29 @@ static void test_writes_past_the_mapping_limit(void)
     VirtualFree(base, 0, MEM_RELEASE);
 }
 
-static const struct
+START_TEST(writewatch)
 {
-    const char *name;
-    void (*run)(void);
-} tests[] =
-{
-    { "allocation", test_allocation },
-    { "writes_and_order", test_writes_and_order },
-    { "errors", test_errors },
-    { "misaligned_outputs_and_wrapping_ranges", test_misaligned_outputs_and_wrapping_ranges },
-    { "protect_and_decommit", test_protect_and_decommit },
-    { "guard_page", test_guard_page },
-    { "read_file", test_read_file },
-    { "read_pipe", test_read_pipe },
-    { "failed_protect_latches_nothing", test_failed_protect_latches_nothing },
-    { "mem_reset_keeps_written_state", test_mem_reset_keeps_written_state },
-    { "server_replies_into_watched_memory", test_server_replies_into_watched_memory },
-    { "write_process_memory_marks_pages", test_write_process_memory_marks_pages },
-    { "writes_past_the_mapping_limit", test_writes_past_the_mapping_limit },
-    { "sparse_1gib", test_sparse_1gib },
-    { "unwritable_outputs", test_unwritable_outputs },
-    { "array_in_clean_page_beside_protect", test_array_in_clean_page_beside_protect },
-    { "suspended_inside_a_call", test_suspended_inside_a_call },
-    { "decommit_and_release_race", test_decommit_and_release_race },
-    { "stop_the_world", test_stop_the_world },
-};
-
-/* Whether the command line selects a test: by name, or, with "-NAME"
- * arguments only, by not naming it. */
-static int is_selected(const char *name, int argc, char **argv)
-{
-    int i, excluding = 0;
-
-    for (i = 1; i < argc; i++)
+    static const struct test_case cases[] =
     {
-        if (argv[i][0] == '-' && !strcmp(argv[i] + 1, name)) return 0;
-        if (argv[i][0] == '-') excluding = 1;
-        else if (!strcmp(argv[i], name)) return 1;
-    }
-    return argc < 2 || excluding;
+        { "allocation", test_allocation },
+        { "writes_and_order", test_writes_and_order },
+        { "errors", test_errors },
+        { "misaligned_outputs_and_wrapping_ranges", test_misaligned_outputs_and_wrapping_ranges },
+        { "protect_and_decommit", test_protect_and_decommit },
+        { "guard_page", test_guard_page },
+        { "read_file", test_read_file },
+        { "read_pipe", test_read_pipe },
+        { "failed_protect_latches_nothing", test_failed_protect_latches_nothing },
+        { "mem_reset_keeps_written_state", test_mem_reset_keeps_written_state },
+        { "server_replies_into_watched_memory", test_server_replies_into_watched_memory },
+        { "write_process_memory_marks_pages", test_write_process_memory_marks_pages },
+        { "writes_past_the_mapping_limit", test_writes_past_the_mapping_limit },
+    };
+
+    run_cases(cases, ARRAY_SIZE(cases));
 }
 
-int main(int argc, char **argv)
+START_TEST(sparse_1gib)
 {
-    unsigned int i;
-
-    setvbuf(stdout, NULL, _IONBF, 0);
-    for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-    {
-        LONG before = failed;
-
-        if (!is_selected(tests[i].name, argc, argv)) continue;
-        current_test = tests[i].name;
-        tests[i].run();
-        report("%-36s %s\n", tests[i].name, failed == before ? "ok" : "FAILED");
-    }
-    report("%ld passed, %ld failed\n", passed, failed);
-    return failed != 0;
+    test_sparse_1gib();
 }
