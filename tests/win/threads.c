@@ -499,9 +499,9 @@ static void run_world(struct world *w, DWORD ms, BOOL suspend, const char *name)
     for (index = 0; index < HEAP_PAGES; index++)
         if (page_role(index) == HOT && w->last_seen[index] != w->final_stamp[index]) lost++;
     trace("%s: %lu ms, %ld collector calls, %ld suspensions, %ld churns, %llu writes: %llu lost, %ld false, "
-           "%ld bad statuses, %ld readable decommitted pages\n", name, GetTickCount() - start, w->calls,
-           w->suspensions, w->churns, (unsigned long long)w->writes, (unsigned long long)lost, w->false_reports,
-           w->bad_statuses, w->readable);
+          "%ld bad statuses, %ld readable decommitted pages\n", name, GetTickCount() - start, w->calls,
+          w->suspensions, w->churns, (unsigned long long)w->writes, (unsigned long long)lost, w->false_reports,
+          w->bad_statuses, w->readable);
     ok(!lost, "%Iu pages lost a write\n", lost);
     ok(!w->false_reports, "%ld false reports\n", w->false_reports);
     ok(!w->bad_statuses, "%ld statuses Windows does not return\n", w->bad_statuses);

@@ -108,7 +108,7 @@ static void report_thread(HANDLE thread, const char *name)
     K32GetMappedFileNameA(GetCurrentProcess(), (void *)ip, path, sizeof(path));
     file = strrchr(path, '\\') ? strrchr(path, '\\') + 1 : path;
     trace("hang report: %s stands at %s+%#llx (ip %#llx)\n", name, file,
-           (unsigned long long)(ip - (ULONG_PTR)info.AllocationBase), (unsigned long long)ip);
+          (unsigned long long)(ip - (ULONG_PTR)info.AllocationBase), (unsigned long long)ip);
 }
 
 void hang(HANDLE thread, const char *what)

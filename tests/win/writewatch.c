@@ -261,7 +261,7 @@ static void test_sparse_1gib(void)
     ok(total == pages / 2, "%Iu pages reported, expected %Iu\n", total, pages / 2);
     ok(!wrong, "%Iu pages out of place\n", wrong);
     trace("sparse 1 GiB: %lu pages written and collected in %lu ms\n", (unsigned long)total,
-           GetTickCount() - start);
+          GetTickCount() - start);
     expect_pages(0, base, pages, 64, NONE);
     VirtualFree(base, 0, MEM_RELEASE);
 }
