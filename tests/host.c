@@ -16,7 +16,6 @@
 #include "host.h"
 
 size_t page;
-int host_uses_own_lock;
 
 static __thread sigjmp_buf *fault_jump;
 static pthread_mutex_t lock_mutex;
@@ -64,7 +63,7 @@ static void segv_handler(int sig, siginfo_t *info, void *context)
     raise(sig);
 }
 
-void host_init(int own_lock)
+void host_init(void)
 {
     struct sigaction action;
     pthread_mutexattr_t attr;
@@ -74,8 +73,7 @@ void host_init(int own_lock)
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&lock_mutex, &attr);
     pthread_mutexattr_destroy(&attr);
-    host_uses_own_lock = own_lock;
-    writewatch_init(own_lock ? NULL : &lock_ops);
+    writewatch_init(&lock_ops);
     memset(&action, 0, sizeof(action));
     action.sa_sigaction = segv_handler;
     action.sa_flags = SA_SIGINFO | SA_NODEFER;
@@ -128,6 +126,11 @@ void host_protect(char *base, size_t size, int prot)
     host_unlock(&state);
 }
 
+void host_discard(char *base, size_t size)
+{
+    if (madvise(base, size, MADV_FREE)) fail("madvise");
+}
+
 void host_decommit(char *base, size_t size)
 {
     sigset_t state;
@@ -150,8 +153,7 @@ void host_free(char *base, size_t size)
 }
 
 /* As Wine's virtual_locked_read: the lend, the read and the marking under
- * one hold of the lock (with the module's own lock, the host cannot hold
- * it, and another thread could change the pages' protection meanwhile). */
+ * one hold of the lock. */
 ssize_t host_read(int fd, void *buffer, size_t size)
 {
     ssize_t ret = read(fd, buffer, size);

@@ -13,12 +13,11 @@
 #include "writewatch.h"
 
 extern size_t page;
-extern int host_uses_own_lock;
 
-/* writewatch_init() and the SIGSEGV handler that reports write faults.
- * The host brings its own address-space lock, as Wine does, which blocks
- * HOST_SUSPEND_SIGNAL; with own_lock, it uses the module's. */
-void host_init(int own_lock);
+/* writewatch_init() with the host's address-space lock, which blocks
+ * HOST_SUSPEND_SIGNAL as Wine's does, and the SIGSEGV handler that reports
+ * write faults. */
+void host_init(void);
 
 /* The signal the host stops threads with (Wine uses SIGUSR1 too). */
 #define HOST_SUSPEND_SIGNAL SIGUSR1
@@ -33,6 +32,8 @@ void host_commit(char *base, size_t size, int prot);
 /* VirtualProtect: the protection, then the latch of the written state
  * (a failed VirtualProtect latches nothing). */
 void host_protect(char *base, size_t size, int prot);
+/* VirtualAlloc(MEM_RESET), as the module asks of hosts: MADV_FREE. */
+void host_discard(char *base, size_t size);
 /* VirtualFree(MEM_DECOMMIT) and VirtualFree(MEM_RELEASE). */
 void host_decommit(char *base, size_t size);
 void host_free(char *base, size_t size);

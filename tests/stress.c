@@ -208,12 +208,8 @@ static void *churner(void *arg)
         char *old;
 
         host_protect(churn + first * page, pages * page, rand_r(&seed) % 2 ? PROT_READ : PROT_READ | PROT_WRITE);
-        /* the module's own lock cannot cover the host's remapping */
-        if (!host_uses_own_lock)
-        {
-            host_decommit(churn + first * page, pages * page);
-            host_commit(churn + first * page, pages * page, PROT_READ | PROT_WRITE);
-        }
+        host_decommit(churn + first * page, pages * page);
+        host_commit(churn + first * page, pages * page, PROT_READ | PROT_WRITE);
         old = transient;
         transient = host_alloc(TRANSIENT_PAGES * page, PROT_READ | PROT_WRITE, &status);
         host_free(old, TRANSIENT_PAGES * page);

@@ -2,9 +2,8 @@
  * Test runner: runs every test of the suite, or those named on the command
  * line, and ends with "N passed, N failed".
  *
- *   writewatch_tests [--own-lock] [TEST...]
+ *   writewatch_tests [TEST...]
  *
- * --own-lock runs the module under its own lock instead of the host's.
  * --init-fault and --start-up are modes the tests run in a process of
  * their own.
  */
@@ -75,10 +74,10 @@ static int init_with_fault(char **argv)
     struct writewatch_info info;
 
     setenv("WRITEWATCH_BACKEND", argv[4], 1);
-    writewatch_inject_error(atoi(argv[2]), atoi(argv[3]), 0);
-    writewatch_init(NULL);
+    writewatch_inject_error(atoi(argv[2]), atoi(argv[3]));
+    host_init();
     writewatch_get_info(&info);
-    printf("%s: %s\n", writewatch_backend_name(info.backend), info.reason);
+    printf("%s %d %d\n", writewatch_backend_name(info.backend), info.failed, info.err);
     return 0;
 }
 
@@ -109,7 +108,7 @@ static int start_up(void)
     struct writewatch_info info;
     int at_start;
 
-    writewatch_init(NULL);
+    host_init();
     at_start = count_kernel_descriptors();
     if (base == MAP_FAILED || writewatch_add_allocation(base, size, PROT_READ | PROT_WRITE)) return 1;
     writewatch_get_info(&info);
@@ -122,21 +121,15 @@ int main(int argc, char **argv)
     struct writewatch_info info;
     const struct test *test;
     size_t suite;
-    int own_lock = 0;
 
     program = argv[0];
     if (argc == 5 && !strcmp(argv[1], "--init-fault")) return init_with_fault(argv);
     if (argc == 2 && !strcmp(argv[1], "--start-up")) return start_up();
-    if (argc > 1 && !strcmp(argv[1], "--own-lock"))
-    {
-        own_lock = 1;
-        argv[1] = argv[0];
-        argc--;
-        argv++;
-    }
-    host_init(own_lock);
+    host_init();
     writewatch_get_info(&info);
-    printf("writewatch tests: backend %s (%s)\n", writewatch_backend_name(info.backend), info.reason);
+    printf("writewatch tests: backend %s", writewatch_backend_name(info.backend));
+    if (info.failed) printf(" (kernel operation %d failed: %s)", info.failed, strerror(info.err));
+    printf("\n");
     if (info.backend == WRITEWATCH_BACKEND_NONE)
     {
         printf("0 passed, 1 failed\n");

@@ -549,11 +549,11 @@ static int child(const char *kind)
     if (sscanf(kind, "cold %d %d %d", &impl, &index, &run_id) == 3)
     {
         if (is_floor(impl)) floor_init();
-        else host_init(0);
+        else host_init();
         bench_cold(impl, index);
         return 0;
     }
-    host_init(0);
+    host_init();
     sscanf(kind, "side %d", &process_round);
     if (!strcmp(kind, "fallback"))
     {

@@ -1,15 +1,13 @@
 /*
  * writewatch: the Windows write-watch API on top of a tracking backend.
  *
- * The core keeps the record of write-watched allocations, validates requests
+ * The core keeps the list of write-watched allocations, checks requests
  * with Windows' rules and status codes, and merges the backend's written
- * pages with the pages it holds itself: those VirtualProtect latched, and
+ * pages with those it holds itself: the pages VirtualProtect latched, and
  * those a resetting call took from the backend but could not report.
- *
- * Everything that reads or changes write-watch state runs under one lock,
- * the host's or the module's own (see include/writewatch.h).  A query
- * gathers its answer in batches of runs of pages on its own stack, and
- * copies each batch to the caller after leaving the lock.
+ * Inside, functions return 0 or an errno value; the entries turn it into
+ * an NTSTATUS.  A query gathers its answer in batches of runs of pages on
+ * its own stack under the lock, and copies each out after leaving it.
  */
 
 #if 0
@@ -19,24 +17,101 @@
 #include "config.h"
 
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 
 #include "writewatch_private.h"
 #include "wine/debug.h"
 
 WINE_DEFAULT_DEBUG_CHANNEL(writewatch);
 
-size_t writewatch_page_size;
-unsigned int writewatch_page_shift;
+static size_t writewatch_page_size;
+/* log2 of the page size: page counts are shifts, not divisions */
+static unsigned int writewatch_page_shift;
+
+/* A set of an allocation's pages: a bitmap of one bit per page, allocated
+ * on first use, and how many pages it holds, so that asking an empty set
+ * costs nothing. */
+struct page_set
+{
+    uint64_t *bits;
+    size_t count;
+};
+
+/* A write-watched allocation.  The module lists them itself, sorted by
+ * base, rather than hanging them on the host's views: a query leaves the
+ * lock between batches and must find its allocation again by address
+ * (another thread may have released it), and faults and system-call
+ * buffers come by address only.  The list costs one pointer an allocation,
+ * and keeps the module free of the host's view layout. */
+struct allocation
+{
+    char *base;
+    size_t size;
+    size_t pages;
+    const struct backend *backend;
+    struct page_set latched;  /* written when a VirtualProtect latched them: survive decommit */
+    struct page_set kept;     /* reset by the backend but not reported yet: reported until reset */
+    struct page_set armed;    /* kernel backend: write-protected since last made accessible */
+    struct page_set written;  /* fallback: written pages */
+    uint8_t *prot;            /* fallback: the protection the host set, a byte a page */
+};
+
+/* Runs of pages in ascending order, as PAGEMAP_SCAN returns them. */
+struct run_buffer
+{
+    struct page_region *runs;
+    size_t count;
+    size_t capacity;
+};
+
+static inline void run_buffer_init(struct run_buffer *buf, struct page_region *storage, size_t capacity)
+{
+    buf->runs = storage;
+    buf->count = 0;
+    buf->capacity = capacity;
+}
+
+/* A backend tracks which pages of an allocation were written.  Ranges are
+ * page aligned and inside the allocation; the core holds the lock.  Like
+ * every function of the module's inside, they return 0 or an errno value. */
+struct backend
+{
+    /* start tracking; every page clean */
+    int (*add)(struct allocation *alloc, int unix_prot);
+    int (*set_protection)(struct allocation *alloc, char *start, char *end, int unix_prot);
+    /* the host replaced [start, end) by a fresh inaccessible mapping */
+    int (*decommit)(struct allocation *alloc, char *start, char *end);
+    /* Appends to out the first written pages of [start, end), at most
+     * max_pages, as many runs as out holds; with reset (the API's
+     * WRITE_WATCH_FLAG_RESET, the kernel's PM_SCAN_WP_MATCHING) resets
+     * exactly those.  *next is where the pages not gathered start: end when
+     * out took them all.  On failure, out holds every page that was reset. */
+    int (*collect)(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+                   struct run_buffer *out, char **next);
+};
+
+static size_t page_index(const struct allocation *alloc, const char *addr)
+{
+    return (size_t)(addr - alloc->base) >> writewatch_page_shift;
+}
+
+static char *page_address(const struct allocation *alloc, size_t index)
+{
+    return alloc->base + (index << writewatch_page_shift);
+}
+
+static size_t run_pages(const struct page_region *run)
+{
+    return (size_t)(run->end - run->start) >> writewatch_page_shift;
+}
 
 static const struct writewatch_lock *host_lock;
-static pthread_mutex_t own_mutex;
 static const struct backend *default_backend;
 static struct writewatch_info init_info;
 
@@ -44,123 +119,94 @@ static struct writewatch_info init_info;
 static struct allocation **allocations;
 static size_t allocation_count, allocation_capacity;
 
-/* The module's own lock, for hosts that bring none: recursive, and it
- * blocks every asynchronous signal, so that no thread is stopped while it
- * holds it.  Synchronous signals stay deliverable; nothing faults under it. */
-static void own_enter(sigset_t *state)
+/* Kernel failures are the module's, never the caller's bad parameters. */
+static writewatch_status status_from_errno(int err)
 {
-    sigset_t block;
-
-    sigfillset(&block);
-    sigdelset(&block, SIGSEGV);
-    sigdelset(&block, SIGBUS);
-    sigdelset(&block, SIGILL);
-    sigdelset(&block, SIGFPE);
-    sigdelset(&block, SIGTRAP);
-    pthread_sigmask(SIG_BLOCK, &block, state);
-    pthread_mutex_lock(&own_mutex);
-}
-
-static void own_leave(sigset_t *state)
-{
-    pthread_mutex_unlock(&own_mutex);
-    pthread_sigmask(SIG_SETMASK, state, NULL);
-}
-
-static const struct writewatch_lock own_lock = { own_enter, own_leave };
-
-static void lock(sigset_t *state)
-{
-    host_lock->enter(state);
-}
-
-static void unlock(sigset_t *state)
-{
-    host_lock->leave(state);
+    switch (err)
+    {
+    case 0: return WRITEWATCH_STATUS_SUCCESS;
+    case ENOMEM: return WRITEWATCH_STATUS_NO_MEMORY;
+    case ENOSYS:
+    case ENOTTY: return WRITEWATCH_STATUS_NOT_SUPPORTED;
+    default: return WRITEWATCH_STATUS_UNSUCCESSFUL;
+    }
 }
 
 /* Page sets */
 
-int page_set_init(struct page_set *set, const struct allocation *alloc)
+static int page_set_init(struct page_set *set, const struct allocation *alloc)
 {
     if (!set->bits) set->bits = calloc((alloc->pages + 63) / 64, sizeof(uint64_t));
-    return set->bits != NULL;
+    return set->bits ? 0 : ENOMEM;
 }
 
-int page_set_has(const struct page_set *set, size_t index)
+static int page_set_has(const struct page_set *set, size_t index)
 {
     return set->count && (set->bits[index / 64] >> (index % 64)) & 1;
 }
 
-/* Adds or removes the pages of [first, last), a word at a time. */
-static void page_set_assign(struct page_set *set, size_t first, size_t last, int add)
+/* The pages of [*first, last) in *first's word; moves *first past them. */
+static uint64_t take_word_mask(size_t *first, size_t last)
+{
+    size_t shift = *first % 64, bits = last - *first < 64 - shift ? last - *first : 64 - shift;
+
+    *first += bits;
+    return (bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1) << shift;
+}
+
+static void page_set_add(struct page_set *set, size_t first, size_t last)
 {
     while (first < last)
     {
-        size_t shift = first % 64, bits = last - first < 64 - shift ? last - first : 64 - shift;
-        uint64_t mask = (bits == 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1) << shift;
-        uint64_t *word = &set->bits[first / 64];
+        uint64_t *word = &set->bits[first / 64], mask = take_word_mask(&first, last);
 
-        if (add)
-        {
-            set->count += __builtin_popcountll(mask & ~*word);
-            *word |= mask;
-        }
-        else
-        {
-            set->count -= __builtin_popcountll(mask & *word);
-            *word &= ~mask;
-        }
-        first += bits;
+        set->count += __builtin_popcountll(mask & ~*word);
+        *word |= mask;
     }
 }
 
-void page_set_add(struct page_set *set, size_t first, size_t last)
+static void page_set_remove(struct page_set *set, size_t first, size_t last)
 {
-    page_set_assign(set, first, last, 1);
+    while (set->count && first < last)
+    {
+        uint64_t *word = &set->bits[first / 64], mask = take_word_mask(&first, last);
+
+        set->count -= __builtin_popcountll(mask & *word);
+        *word &= ~mask;
+    }
 }
 
-void page_set_remove(struct page_set *set, size_t first, size_t last)
+/* The first page of [first, last) whose bit in a or b, flipped by flip
+ * (all ones: missing from both), is set; last if none. */
+static size_t find_page(const struct page_set *a, const struct page_set *b, uint64_t flip, size_t first,
+                        size_t last)
 {
-    if (set->count) page_set_assign(set, first, last, 0);
-}
-
-/* The first index in [first, last) whose bit, in a or b (either may be
- * NULL) or with missing in neither, is set; last if none. */
-static size_t page_set_find(const struct page_set *a, const struct page_set *b, int missing, size_t first,
-                            size_t last)
-{
-    if (!missing && !(a && a->count) && !(b && b->count)) return last;
     while (first < last)
     {
         size_t word = first / 64;
-        uint64_t bits = (a && a->count ? a->bits[word] : 0) | (b && b->count ? b->bits[word] : 0);
+        uint64_t bits = (a->count ? a->bits[word] : 0) | (b && b->count ? b->bits[word] : 0);
 
-        if (missing) bits = ~bits;
-        bits >>= first % 64;
-        if (bits)
-        {
-            first += __builtin_ctzll(bits);
-            return first < last ? first : last;
-        }
+        bits = (bits ^ flip) >> (first % 64);
+        if (bits) return first + __builtin_ctzll(bits) < last ? first + __builtin_ctzll(bits) : last;
         first = (word + 1) * 64;
     }
     return last;
 }
 
-size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t first, size_t last)
+static size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t first, size_t last)
 {
-    return page_set_find(a, b, 0, first, last);
+    if (!a->count && !(b && b->count)) return last;
+    return find_page(a, b, 0, first, last);
 }
 
-size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last)
+static size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last)
 {
-    return page_set_find(set, NULL, 1, first, last);
+    return find_page(set, NULL, ~(uint64_t)0, first, last);
 }
 
 /* Run buffers */
 
-int run_buffer_append(struct run_buffer *buf, char *start, char *end)
+static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
 {
     struct page_region *run;
 
@@ -177,44 +223,525 @@ int run_buffer_append(struct run_buffer *buf, char *start, char *end)
     return 1;
 }
 
+/* The kernel backend
+ *
+ * Watched ranges are registered with one userfaultfd in asynchronous
+ * write-protect mode (Linux 6.7+): the kernel records the first write to a
+ * protected page with no signal.  PAGEMAP_SCAN returns the written pages as
+ * ranges and, with PM_SCAN_WP_MATCHING, protects exactly those in the same
+ * walk.  Huge pages are kept out (MADV_NOHUGEPAGE): one is tracked and split
+ * as a whole.  Pages are write-protected ("armed") only where the host makes
+ * them accessible, before it does (a read would map the zero page
+ * unprotected), and only armed pages are scanned: a reservation costs no
+ * page tables until it is committed.  Unprotected pages of a registered
+ * range read as written.
+ */
+
+static int uffd_fd = -1;
+static int pagemap_fd = -1;
+
+#ifdef WRITEWATCH_FAULT_INJECTION
+static int injected[WRITEWATCH_OP_COUNT];
+
+void writewatch_inject_error(enum writewatch_kernel_op op, int err)
+{
+    injected[op] = err;
+}
+#endif
+
+/* Whether the kernel operation op is to fail, with errno set, for the
+ * native tests. */
+static int injected_error(enum writewatch_kernel_op op)
+{
+#ifdef WRITEWATCH_FAULT_INJECTION
+    if ((errno = injected[op]))
+    {
+        injected[op] = 0;
+        return 1;
+    }
+#endif
+    (void)op;
+    return 0;
+}
+
+/* One ioctl of op, which returns *result (result may be NULL): 0 or an
+ * errno value. */
+static int kernel_ioctl(enum writewatch_kernel_op op, int fd, unsigned long request, void *arg, int *result)
+{
+    int ret;
+
+    if (injected_error(op)) return errno;
+    do ret = ioctl(fd, request, arg);
+    while (ret < 0 && errno == EINTR);
+    if (ret < 0) return errno;
+    if (result) *result = ret;
+    return 0;
+}
+
+static int register_range(char *start, char *end)
+{
+    struct uffdio_register args = { .range = { (uintptr_t)start, end - start }, .mode = UFFDIO_REGISTER_MODE_WP };
+
+    return kernel_ioctl(WRITEWATCH_OP_REGISTER, uffd_fd, UFFDIO_REGISTER, &args, NULL);
+}
+
+static int write_protect_range(char *start, char *end)
+{
+    struct uffdio_writeprotect args = { .range = { (uintptr_t)start, end - start },
+                                        .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+
+    return kernel_ioctl(WRITEWATCH_OP_WRITEPROTECT, uffd_fd, UFFDIO_WRITEPROTECT, &args, NULL);
+}
+
+/* One PAGEMAP_SCAN for written pages into vec: *count regions, and where
+ * the walk stopped.  With reset, the reported pages are write-protected. */
+static int scan_written_pages(char *start, char *end, int reset, struct page_region *vec, size_t vec_len,
+                              uint64_t max_pages, int *count, char **walk_end)
+{
+    struct pm_scan_arg args =
+    {
+        .size = sizeof(args),
+        .flags = PM_SCAN_CHECK_WPASYNC | (reset ? PM_SCAN_WP_MATCHING : 0),
+        .start = (uintptr_t)start,
+        .end = (uintptr_t)end,
+        .vec = (uintptr_t)vec,
+        .vec_len = vec_len,
+        .max_pages = max_pages,
+        .category_mask = PAGE_IS_WRITTEN,
+        .return_mask = PAGE_IS_WRITTEN,
+    };
+    int err = kernel_ioctl(WRITEWATCH_OP_PAGEMAP_SCAN, pagemap_fd, PAGEMAP_SCAN, &args, count);
+
+    *walk_end = args.walk_end ? (char *)(uintptr_t)args.walk_end : start;
+    return err;
+}
+
+/* Registers [start, end) for write-protect tracking, at 4 KiB. */
+static int register_watched_range(char *start, char *end)
+{
+    if (madvise(start, end - start, MADV_NOHUGEPAGE)) TRACE("MADV_NOHUGEPAGE: %s\n", strerror(errno));
+    return register_range(start, end);
+}
+
+/* Protects the pages of [start, end) not protected since they were last
+ * made accessible: they were never, so nothing on them is written. */
+static int arm_pages(struct allocation *alloc, char *start, char *end)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), run_last;
+    int err;
+
+    if ((err = page_set_init(&alloc->armed, alloc))) return err;
+    for (first = page_set_next_missing(&alloc->armed, first, last); first < last;
+         first = page_set_next_missing(&alloc->armed, run_last, last))
+    {
+        char *run_start = page_address(alloc, first), *run_end;
+
+        run_last = page_set_next(&alloc->armed, NULL, first, last);
+        run_end = page_address(alloc, run_last);
+        /* a decommit that could not register the fresh mapping left it to us */
+        if (write_protect_range(run_start, run_end) &&
+            ((err = register_watched_range(run_start, run_end)) || (err = write_protect_range(run_start, run_end))))
+        {
+            WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", run_start, run_end, strerror(err));
+            return err;
+        }
+        page_set_add(&alloc->armed, first, run_last);
+    }
+    return 0;
+}
+
+/* A scan of [start, end) failed with err.  Once the walk began (walk_end
+ * moved) it may have protected any of its pages (past 512 regions a walk
+ * goes in passes): with reset, all go to out, so that they stay reported.
+ * A mapping that lost its registration is registered again, so that later
+ * calls over-report, never miss. */
+static int scan_failed(struct allocation *alloc, char *start, char *walk_end, char *end, int reset, int err,
+                       struct run_buffer *out)
+{
+    int reregister_err;
+
+    ERR("PAGEMAP_SCAN %p-%p: %s\n", start, end, strerror(err));
+    if (reset && walk_end > start && !run_buffer_append(out, start, end))
+        ERR("lost the written state of %p-%p\n", start, end);
+    if (err == EPERM && (reregister_err = register_range(alloc->base, alloc->base + alloc->size)))
+        ERR("re-registering %p-%p: %s\n", alloc->base, alloc->base + alloc->size, strerror(reregister_err));
+    return err;
+}
+
+static int uffd_add(struct allocation *alloc, int unix_prot)
+{
+    char *end = alloc->base + alloc->size;
+    struct uffdio_range range = { (uintptr_t)alloc->base, alloc->size };
+    int err;
+
+    if ((err = register_watched_range(alloc->base, end)))
+    {
+        WARN("cannot watch %p-%p: %s\n", alloc->base, end, strerror(err));
+        return err;
+    }
+    if (unix_prot == PROT_NONE || !(err = arm_pages(alloc, alloc->base, end))) return 0;
+    ioctl(uffd_fd, UFFDIO_UNREGISTER, &range);
+    return err;
+}
+
+/* Pages made accessible are protected first. */
+static int uffd_set_protection(struct allocation *alloc, char *start, char *end, int unix_prot)
+{
+    int err;
+
+    if (unix_prot != PROT_NONE && (err = arm_pages(alloc, start, end))) return err;
+    return mprotect(start, end - start, unix_prot) ? errno : 0;
+}
+
+/* The fresh mapping is not registered, and its pages are protected when
+ * they are committed again. */
+static int uffd_decommit(struct allocation *alloc, char *start, char *end)
+{
+    page_set_remove(&alloc->armed, page_index(alloc, start), page_index(alloc, end));
+    return register_watched_range(start, end);
+}
+
+/* The first run of armed pages of [*first, last), or 0 when there is none. */
+static int next_armed_run(const struct allocation *alloc, size_t *first, size_t last, char **start, char **end)
+{
+    size_t run_last = last;
+
+    if (alloc->armed.count != alloc->pages)
+    {
+        *first = page_set_next(&alloc->armed, NULL, *first, last);
+        run_last = page_set_next_missing(&alloc->armed, *first, last);
+    }
+    if (*first >= last) return 0;
+    *start = page_address(alloc, *first);
+    *end = page_address(alloc, run_last);
+    *first = run_last;
+    return 1;
+}
+
+/* The vector for a walk of [start, end) into out: no longer than the walk
+ * can fill (a region per two pages, at most max_pages), which would cost
+ * the kernel a larger bounce buffer, and no more than SMALL_BATCH, whose
+ * buffer comes from the kernel's slab, until a walk returned regions. */
+static size_t vector_length(const struct run_buffer *out, char *start, char *end, uintptr_t max_pages)
+{
+    size_t length = out->capacity - out->count, fill = (((size_t)(end - start) >> writewatch_page_shift) + 1) / 2;
+
+    if (fill > max_pages) fill = max_pages;
+    if (!out->count && fill > SMALL_BATCH) fill = SMALL_BATCH;
+    return fill < length ? fill : length;
+}
+
+/* PAGEMAP_SCANs of the armed runs into out, resuming where a full vector or
+ * max_pages stopped the walk. */
+static int uffd_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+                        struct run_buffer *out, char **next)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
+    char *run_start, *run_end, *walk_end;
+    /* max_pages binds only below the pages of the range */
+    int counted = max_pages < last - first;
+    int count, err;
+
+    *next = end;
+    if (!next_armed_run(alloc, &first, last, &run_start, &run_end)) return 0;
+    while (max_pages && out->count < out->capacity)
+    {
+        /* max_pages stops the walk, and the reset, at the caller's last entry */
+        if ((err = scan_written_pages(run_start, run_end, reset, out->runs + out->count,
+                                      vector_length(out, run_start, run_end, max_pages), max_pages, &count,
+                                      &walk_end)))
+            return scan_failed(alloc, run_start, walk_end, run_end, reset, err, out);
+        if (counted)
+            for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
+        out->count += count;
+        /* A walk stopped early ends at or past the last region it returned.
+         * Past the kernel's own 512 regions a walk goes in passes, and when
+         * the last pass reaches the end, walk_end keeps where that pass
+         * began: the start of a region returned (Linux 6.18). */
+        if (count && (uintptr_t)walk_end >= out->runs[out->count - 1].end && walk_end < run_end)
+            run_start = walk_end;
+        else if (!next_armed_run(alloc, &first, last, &run_start, &run_end))
+            return 0;
+    }
+    *next = run_start;
+    return 0;
+}
+
+static const struct backend uffd_backend =
+{
+    uffd_add,
+    uffd_set_protection,
+    uffd_decommit,
+    uffd_collect,
+};
+
+/* Start-up */
+
+/* Records which kernel operation failed and closes what was opened. */
+static int refuse(struct writewatch_info *info, enum writewatch_kernel_op op, int err)
+{
+    info->failed = op;
+    info->err = err;
+    if (pagemap_fd >= 0) close(pagemap_fd);
+    if (uffd_fd >= 0) close(uffd_fd);
+    pagemap_fd = uffd_fd = -1;
+    return err;
+}
+
+/* Watches two probe pages, writes the second, and checks that a resetting
+ * scan reports exactly it, and a second scan nothing. */
+static int self_test(struct writewatch_info *info)
+{
+    size_t size = 2 * writewatch_page_size;
+    enum writewatch_kernel_op op = WRITEWATCH_OP_REGISTER;
+    struct page_region regions[4];
+    int err, first, second;
+    char *probe, *walk_end;
+
+    probe = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe == MAP_FAILED) return refuse(info, WRITEWATCH_OP_SELF_TEST, errno);
+    if (!(err = register_watched_range(probe, probe + size)))
+    {
+        op = WRITEWATCH_OP_WRITEPROTECT;
+        err = write_protect_range(probe, probe + size);
+    }
+    if (!err)
+    {
+        probe[writewatch_page_size] = 1;
+        op = WRITEWATCH_OP_PAGEMAP_SCAN;
+        if (!(err = scan_written_pages(probe, probe + size, 1, regions, 4, 0, &first, &walk_end)))
+            err = scan_written_pages(probe, probe + size, 1, regions + 1, 3, 0, &second, &walk_end);
+    }
+    if (!err && (first != 1 || second || regions[0].start != (uintptr_t)(probe + writewatch_page_size) ||
+                 regions[0].end != (uintptr_t)(probe + size)))
+    {
+        op = WRITEWATCH_OP_SELF_TEST;
+        err = EIO;
+    }
+    munmap(probe, size);
+    return err ? refuse(info, op, err) : 0;
+}
+
+static int uffd_init(struct writewatch_info *info)
+{
+    struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+    int err;
+
+    /* user-mode-only faults need no privilege, whatever vm.unprivileged_userfaultfd says */
+    if (injected_error(WRITEWATCH_OP_USERFAULTFD) ||
+        (uffd_fd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY)) < 0)
+        return refuse(info, WRITEWATCH_OP_USERFAULTFD, errno);
+    /* fails when the kernel lacks a feature asked for */
+    if ((err = kernel_ioctl(WRITEWATCH_OP_UFFDIO_API, uffd_fd, UFFDIO_API, &api, NULL)))
+        return refuse(info, WRITEWATCH_OP_UFFDIO_API, err);
+    if (injected_error(WRITEWATCH_OP_OPEN_PAGEMAP) ||
+        (pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
+        return refuse(info, WRITEWATCH_OP_OPEN_PAGEMAP, errno);
+    return self_test(info);
+}
+
+/* The fallback backend, for kernels or sandboxes without userfaultfd WP-async
+ *
+ * Clean pages lose PROT_WRITE; the first write faults, and the host's
+ * signal handler gives the page its protection back and marks it written,
+ * in that order, so a racing write either faults or was counted.  Each run
+ * of written pages is a mapping of its own: past vm.max_map_count, pages
+ * stay writable and count as written, over-reporting rather than faulting.
+ */
+
+static int is_written(const struct allocation *alloc, size_t index)
+{
+    return page_set_has(&alloc->written, index);
+}
+
+/* The protection the host set. */
+static int host_prot(const struct allocation *alloc, size_t index)
+{
+    return alloc->prot[index];
+}
+
+/* The host's protection, without write access while the page is clean. */
+static int tracking_prot(const struct allocation *alloc, size_t index)
+{
+    if (is_written(alloc, index)) return alloc->prot[index];
+    return alloc->prot[index] & ~PROT_WRITE;
+}
+
+static int protect_run(const struct allocation *alloc, size_t first, size_t last, int unix_prot)
+{
+    if (!mprotect(page_address(alloc, first), (last - first) << writewatch_page_shift, unix_prot)) return 0;
+    WARN("mprotect %p-%p %#x: %s\n", page_address(alloc, first), page_address(alloc, last), unix_prot,
+         strerror(errno));
+    return errno;
+}
+
+/* Gives the pages of [first, last) the protection prot_of says, one
+ * mprotect a run. */
+static int apply_protection(const struct allocation *alloc, size_t first, size_t last,
+                            int (*prot_of)(const struct allocation *, size_t))
+{
+    int err;
+
+    while (first < last)
+    {
+        int prot = prot_of(alloc, first);
+        size_t end = first + 1;
+
+        while (end < last && prot_of(alloc, end) == prot) end++;
+        if ((err = protect_run(alloc, first, end, prot))) return err;
+        first = end;
+    }
+    return 0;
+}
+
+/* Makes the written pages of [first, last) clean, run by run: write access
+ * goes first, then the bits.  A run whose protection cannot change stays
+ * written, an over-report. */
+static void clear_written(struct allocation *alloc, size_t first, size_t last)
+{
+    while ((first = page_set_next(&alloc->written, NULL, first, last)) < last)
+    {
+        int prot = alloc->prot[first];
+        size_t end = first + 1;
+
+        while (end < last && is_written(alloc, end) && alloc->prot[end] == prot) end++;
+        if (!protect_run(alloc, first, end, prot & ~PROT_WRITE)) page_set_remove(&alloc->written, first, end);
+        first = end;
+    }
+}
+
+static int mprotect_add(struct allocation *alloc, int unix_prot)
+{
+    int err;
+
+    /* a reservation's protections stay untouched memory */
+    if (!(alloc->prot = calloc(alloc->pages, 1))) return ENOMEM;
+    if ((err = page_set_init(&alloc->written, alloc))) return err;
+    if (unix_prot != PROT_NONE) memset(alloc->prot, unix_prot, alloc->pages);
+    if (!(unix_prot & PROT_WRITE) || !(err = protect_run(alloc, 0, alloc->pages, unix_prot & ~PROT_WRITE)))
+        return 0;
+    /* leave the memory as the host mapped it */
+    mprotect(alloc->base, alloc->size, unix_prot);
+    return err;
+}
+
+static int mprotect_set_protection(struct allocation *alloc, char *start, char *end, int unix_prot)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+
+    memset(alloc->prot + first, unix_prot, last - first);
+    return apply_protection(alloc, first, last, tracking_prot);
+}
+
+/* The host mapped fresh inaccessible pages: nothing on them is written. */
+static int mprotect_decommit(struct allocation *alloc, char *start, char *end)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+
+    page_set_remove(&alloc->written, first, last);
+    memset(alloc->prot + first, PROT_NONE, last - first);
+    return 0;
+}
+
+static int mprotect_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+                            struct run_buffer *out, char **next)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
+
+    *next = end;
+    while (max_pages && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
+    {
+        size_t run_end = page_set_next_missing(&alloc->written, index, last);
+
+        if (run_end - index > max_pages) run_end = index + max_pages;
+        if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end)))
+        {
+            *next = page_address(alloc, index);
+            break;
+        }
+        max_pages -= run_end - index;
+        index = run_end;
+    }
+    /* every written page before index is in out */
+    if (reset) clear_written(alloc, first, index);
+    return 0;
+}
+
+static const struct backend mprotect_backend =
+{
+    mprotect_add,
+    mprotect_set_protection,
+    mprotect_decommit,
+    mprotect_collect,
+};
+
+/* Whether a page belongs to the same mapping as a clean page of protection
+ * prot: clean, with the same protection. */
+static int same_clean_mapping(const struct allocation *alloc, size_t index, int prot)
+{
+    return !is_written(alloc, index) && alloc->prot[index] == prot;
+}
+
+static int mprotect_handle_fault(struct allocation *alloc, char *page)
+{
+    size_t index = page_index(alloc, page), first = index, last = index + 1;
+    int prot = alloc->prot[index];
+
+    if (!(prot & PROT_WRITE)) return 0;
+    /* another thread may have resolved it first: the write can be retried */
+    if (is_written(alloc, index)) return 1;
+    if (protect_run(alloc, first, last, prot))
+    {
+        /* Splitting the mapping failed: give the whole mapping its
+         * protection back, which needs no split, and call every page of it
+         * written. */
+        while (first && same_clean_mapping(alloc, first - 1, prot)) first--;
+        while (last < alloc->pages && same_clean_mapping(alloc, last, prot)) last++;
+        WARN("over-reporting %p-%p: cannot split the mapping\n", page_address(alloc, first),
+             page_address(alloc, last));
+        if (protect_run(alloc, first, last, prot)) return 0;
+    }
+    page_set_add(&alloc->written, first, last);
+    return 1;
+}
+
+/* Writes by other threads to the lent pages go unseen until the call
+ * completes, as with Wine 8.0's own fallback. */
+static void mprotect_lend_buffer(struct allocation *alloc, char *start, char *end, char *written_end)
+{
+    (void)written_end;
+    apply_protection(alloc, page_index(alloc, start), page_index(alloc, end), host_prot);
+}
+
+static void mprotect_buffer_written(struct allocation *alloc, char *start, char *end, char *written_end)
+{
+    size_t index, first = page_index(alloc, start), written = page_index(alloc, written_end + writewatch_page_size - 1);
+
+    for (index = first; index < written; index++)
+        if (alloc->prot[index] & PROT_WRITE) page_set_add(&alloc->written, index, index + 1);
+    apply_protection(alloc, first, page_index(alloc, end), tracking_prot);
+}
+
+/* Backends */
+
 const char *writewatch_backend_name(enum writewatch_backend backend)
 {
-    switch (backend)
-    {
-    case WRITEWATCH_BACKEND_UFFD: return "uffd";
-    case WRITEWATCH_BACKEND_MPROTECT: return "mprotect";
-    default: return "none";
-    }
+    static const char * const names[] = { "none", "uffd", "mprotect" };
+
+    return names[backend];
 }
 
-static void init_own_lock(void)
-{
-    pthread_mutexattr_t attr;
-
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&own_mutex, &attr);
-    pthread_mutexattr_destroy(&attr);
-}
-
-/* Records the host's lock.  Choosing the backend costs system calls and a
- * self-test, which a process that never watches memory should not pay:
- * it waits for the first watched allocation. */
+/* The backend waits for the first watched allocation: choosing it costs
+ * system calls and a self-test. */
 void writewatch_init(const struct writewatch_lock *lock_ops)
 {
-    if (host_lock) return;
-    if (!lock_ops)
-    {
-        init_own_lock();
-        lock_ops = &own_lock;
-    }
     writewatch_page_size = sysconf(_SC_PAGESIZE);
     writewatch_page_shift = __builtin_ctzl(writewatch_page_size);
     host_lock = lock_ops;
 }
 
-/* Chooses the backend, once, with the lock held; WRITEWATCH_BACKEND forces
- * one.  Leaves default_backend NULL only when a forced one is unavailable. */
+/* Chooses the backend once, with the lock held.  Leaves default_backend
+ * NULL only when WRITEWATCH_BACKEND=uffd and the kernel's is unavailable. */
 static void choose_backend(void)
 {
     static int chosen;
@@ -222,43 +749,38 @@ static void choose_backend(void)
 
     if (chosen) return;
     chosen = 1;
-    if (!request || !*request) request = "auto";
+    if (!request) request = "auto";
     if (strcmp(request, "auto") && strcmp(request, "uffd") && strcmp(request, "mprotect"))
-    {
         WARN("unknown WRITEWATCH_BACKEND=%s, using auto\n", request);
-        request = "auto";
-    }
 
     if (!strcmp(request, "mprotect"))
-    {
-        default_backend = &writewatch_mprotect_backend;
-        snprintf(init_info.reason, sizeof(init_info.reason), "forced by WRITEWATCH_BACKEND=mprotect");
-    }
-    else if (writewatch_uffd_init(&init_info))
-        default_backend = &writewatch_uffd_backend;
+        default_backend = &mprotect_backend;
+    else if (!uffd_init(&init_info))
+        default_backend = &uffd_backend;
     else if (strcmp(request, "uffd"))
-        default_backend = &writewatch_mprotect_backend;
+        default_backend = &mprotect_backend;
 
-    init_info.backend = default_backend ? default_backend->id : WRITEWATCH_BACKEND_NONE;
-    if (init_info.backend == WRITEWATCH_BACKEND_UFFD)
-        TRACE("uffd: %s\n", init_info.reason);
-    else if (init_info.backend == WRITEWATCH_BACKEND_MPROTECT)
-        WARN("mprotect: %s\n", init_info.reason);
-    else
-        ERR("WRITEWATCH_BACKEND=uffd, but the kernel backend is unavailable: %s\n", init_info.reason);
+    if (default_backend == &uffd_backend)
+        init_info.backend = WRITEWATCH_BACKEND_UFFD;
+    else if (default_backend)
+        init_info.backend = WRITEWATCH_BACKEND_MPROTECT;
+    if (init_info.failed)
+        WARN("kernel operation %d failed (%s): %s\n", init_info.failed, strerror(init_info.err),
+             default_backend ? "tracking writes with mprotect" : "no backend, as WRITEWATCH_BACKEND=uffd asks");
+    TRACE("backend %s\n", writewatch_backend_name(init_info.backend));
 }
 
 void writewatch_get_info(struct writewatch_info *info)
 {
     sigset_t state;
 
-    *info = init_info;
-    if (!host_lock) return;
-    lock(&state);
+    host_lock->enter(&state);
     choose_backend();
     *info = init_info;
-    unlock(&state);
+    host_lock->leave(&state);
 }
+
+/* The list of allocations */
 
 /* Index of the first allocation whose end lies above addr. */
 static size_t find_allocation_index(const char *addr)
@@ -281,8 +803,7 @@ static struct allocation *find_allocation(const char *addr)
 {
     size_t index = find_allocation_index(addr);
 
-    if (index == allocation_count) return NULL;
-    if (addr < allocations[index]->base) return NULL;
+    if (index == allocation_count || addr < allocations[index]->base) return NULL;
     return allocations[index];
 }
 
@@ -293,6 +814,35 @@ static struct allocation *find_allocation_for_range(const char *start, const cha
 
     if (!alloc || end > alloc->base + alloc->size) return NULL;
     return alloc;
+}
+
+static int insert_allocation(struct allocation *alloc)
+{
+    size_t index = find_allocation_index(alloc->base);
+
+    if (allocation_count == allocation_capacity)
+    {
+        size_t capacity = allocation_capacity ? allocation_capacity * 2 : 16;
+        struct allocation **grown = realloc(allocations, capacity * sizeof(*grown));
+
+        if (!grown) return ENOMEM;
+        allocations = grown;
+        allocation_capacity = capacity;
+    }
+    memmove(allocations + index + 1, allocations + index, (allocation_count - index) * sizeof(*allocations));
+    allocations[index] = alloc;
+    allocation_count++;
+    return 0;
+}
+
+static void free_allocation(struct allocation *alloc)
+{
+    free(alloc->latched.bits);
+    free(alloc->kept.bits);
+    free(alloc->armed.bits);
+    free(alloc->written.bits);
+    free(alloc->prot);
+    free(alloc);
 }
 
 /* Rounds a caller's range to whole pages; fails on empty or wrapping ranges. */
@@ -323,122 +873,76 @@ static int host_range_is_valid(const void *base, size_t size)
     return (uintptr_t)base + size > (uintptr_t)base;
 }
 
-static int insert_allocation(struct allocation *alloc)
+/* Watches with the default backend, or with the fallback where the kernel
+ * backend refuses the mapping, and lists the allocation. */
+static int watch_allocation(struct allocation *alloc, int unix_prot)
 {
-    size_t index = find_allocation_index(alloc->base);
+    int err;
 
-    if (allocation_count == allocation_capacity)
+    if (!(alloc->backend = default_backend)) return ENOSYS;
+    if ((err = default_backend->add(alloc, unix_prot)) && default_backend != &mprotect_backend)
     {
-        size_t capacity = allocation_capacity ? allocation_capacity * 2 : 16;
-        struct allocation **grown = realloc(allocations, capacity * sizeof(*grown));
-
-        if (!grown) return 0;
-        allocations = grown;
-        allocation_capacity = capacity;
+        WARN("kernel backend refused %p-%p (%s), using the mprotect backend for it\n", alloc->base,
+             alloc->base + alloc->size, strerror(err));
+        alloc->backend = &mprotect_backend;
+        err = mprotect_backend.add(alloc, unix_prot);
     }
-    memmove(allocations + index + 1, allocations + index, (allocation_count - index) * sizeof(*allocations));
-    allocations[index] = alloc;
-    allocation_count++;
-    return 1;
-}
-
-static void free_allocation(struct allocation *alloc)
-{
-    free(alloc->latched.bits);
-    free(alloc->kept.bits);
-    free(alloc->armed.bits);
-    free(alloc->written.bits);
-    free(alloc->prot);
-    free(alloc);
-}
-
-/* Watches with the default backend, or with the fallback for mappings the
- * kernel backend refuses. */
-static writewatch_status start_tracking(struct allocation *alloc, int unix_prot)
-{
-    writewatch_status status = default_backend->add(alloc, unix_prot);
-
-    if (status == WRITEWATCH_STATUS_SUCCESS || default_backend == &writewatch_mprotect_backend) return status;
-    WARN("%s backend refused %p-%p (%#x), using the mprotect backend for it\n", default_backend->name,
-         alloc->base, alloc->base + alloc->size, (unsigned int)status);
-    alloc->backend = &writewatch_mprotect_backend;
-    return writewatch_mprotect_backend.add(alloc, unix_prot);
-}
-
-static void delete_allocation_at(size_t index)
-{
-    free_allocation(allocations[index]);
-    allocation_count--;
-    memmove(allocations + index, allocations + index + 1, (allocation_count - index) * sizeof(*allocations));
+    return err ? err : insert_allocation(alloc);
 }
 
 writewatch_status writewatch_add_allocation(void *base, size_t size, int unix_prot)
 {
-    writewatch_status status;
+    writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
     char *end = (char *)base + size;
     sigset_t state;
 
-    if (!host_range_is_valid(base, size)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (!host_range_is_valid(base, size)) return status;
     if (!(alloc = calloc(1, sizeof(*alloc)))) return WRITEWATCH_STATUS_NO_MEMORY;
     alloc->base = base;
     alloc->size = size;
     alloc->pages = size >> writewatch_page_shift;
 
-    lock(&state);
+    host_lock->enter(&state);
     choose_backend();
-    if (!(alloc->backend = default_backend))
-    {
-        free_allocation(alloc);
-        status = WRITEWATCH_STATUS_NOT_SUPPORTED;
-    }
-    else if (find_allocation(base) || find_allocation(end - 1) ||
-        find_allocation_index(base) != find_allocation_index(end - 1))
-    {
+    /* an allocation inside [base, end) lies between the two */
+    if (find_allocation(end - 1) || find_allocation_index(base) != find_allocation_index(end - 1))
         ERR("%p-%p overlaps a watched allocation\n", base, end);
-        free_allocation(alloc);
-        status = WRITEWATCH_STATUS_INVALID_PARAMETER;
-    }
-    else if (!insert_allocation(alloc))
-    {
-        free_allocation(alloc);
-        status = WRITEWATCH_STATUS_NO_MEMORY;
-    }
-    else if ((status = start_tracking(alloc, unix_prot)))
-        delete_allocation_at(find_allocation_index(base));
     else
-        TRACE("%p-%p prot %#x backend %s\n", base, end, unix_prot, alloc->backend->name);
-    unlock(&state);
+        status = status_from_errno(watch_allocation(alloc, unix_prot));
+    host_lock->leave(&state);
+    if (status) free_allocation(alloc);
+    else TRACE("%p-%p prot %#x\n", base, end, unix_prot);
     return status;
 }
 
+/* The host unmapped the allocation, and the kernel's registration with it. */
 void writewatch_remove_allocation(void *base)
 {
     sigset_t state;
     size_t index;
 
-    if (!writewatch_page_size) return;
-    lock(&state);
+    TRACE("%p\n", base);
+    host_lock->enter(&state);
     index = find_allocation_index(base);
     if (index < allocation_count && allocations[index]->base == base)
     {
-        struct allocation *alloc = allocations[index];
-
-        TRACE("%p-%p\n", alloc->base, alloc->base + alloc->size);
-        if (alloc->backend->remove) alloc->backend->remove(alloc);
-        delete_allocation_at(index);
+        free_allocation(allocations[index]);
+        allocation_count--;
+        memmove(allocations + index, allocations + index + 1, (allocation_count - index) * sizeof(*allocations));
     }
     else WARN("%p is not a watched allocation\n", base);
-    unlock(&state);
+    host_lock->leave(&state);
 }
 
-/* Takes no lock: the host asks with its own lock held, which every change
- * to the allocations takes, so that asking costs unwatched memory nothing:
- * in a program that watches none, one load. */
+/* The host asks with its own lock held, which every change to the list
+ * takes: in a program that watches nothing, asking costs one load. */
 int writewatch_is_watched(const void *addr)
 {
     return allocation_count && find_allocation(addr) != NULL;
 }
+
+/* Merging the backend's pages with the core's */
 
 /* Adds to set the pages of runs from index i on, past page cut. */
 static void add_runs(struct page_set *set, const struct allocation *alloc, const struct run_buffer *runs, size_t i,
@@ -452,13 +956,6 @@ static void add_runs(struct page_set *set, const struct allocation *alloc, const
         if (first < cut) first = cut;
         if (first < last) page_set_add(set, first, last);
     }
-}
-
-/* Keeps the pages of runs from index i on, past page cut, which the
- * backend reset but nobody was told of: they stay reported. */
-static void keep_pages(struct allocation *alloc, const struct run_buffer *runs, size_t i, size_t cut)
-{
-    add_runs(&alloc->kept, alloc, runs, i, cut);
 }
 
 /* The core's own pages (latched or kept) of [first, last) are reported. */
@@ -510,143 +1007,126 @@ static void merge_core_pages(struct allocation *alloc, size_t first, size_t last
         cursor = take_last;
         if (cursor == run_last) i++;
     }
-    if (reset) keep_pages(alloc, found, i, cursor);
+    if (reset) add_runs(&alloc->kept, alloc, found, i, cursor);
 }
 
-/* Gathers the first written pages of [start, end), the backend's and the
- * core's, at most max_pages, as many runs as found holds, into *result;
- * with reset, resets exactly those.  *next is where the next batch starts.
- * On failure, the pages the backend had already reset stay reported. */
-static writewatch_status gather_batch(struct allocation *alloc, char *start, char *end, int reset,
-                                      uintptr_t max_pages, struct run_buffer *found, struct run_buffer *result,
-                                      char **next)
+/* Gathers into *result the first written pages of [start, end), the
+ * backend's and the core's, at most max_pages, as many runs as half of
+ * storage holds (all of it when the core has none there); with reset,
+ * resets exactly those.  *next is where the next batch starts.  On failure,
+ * the pages the backend had already reset stay reported. */
+static int gather_batch(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+                        struct page_region *storage, size_t size, struct run_buffer *result, char **next)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    writewatch_status status;
-    int merge;
-
-    if (reset && !page_set_init(&alloc->kept, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-    /* the backend's pages and the core's merge into the second half */
-    merge = page_set_next(&alloc->latched, &alloc->kept, first, last) < last;
-    run_buffer_empty(found, merge ? found->size / 2 : found->size);
-    if ((status = alloc->backend->collect(alloc, start, end, reset, max_pages, found, next)))
-    {
-        if (reset) keep_pages(alloc, found, 0, first);
-        return status;
-    }
-    *result = *found;
-    if (!merge) return WRITEWATCH_STATUS_SUCCESS;
-    run_buffer_init(result, found->runs + found->capacity, found->capacity);
-    merge_core_pages(alloc, first, page_index(alloc, *next), reset, max_pages, found, result, next);
-    return WRITEWATCH_STATUS_SUCCESS;
-}
-
-/* Adds the pages of [first, last) in from to the set. */
-static void add_page_set(struct page_set *set, const struct page_set *from, size_t first, size_t last)
-{
-    size_t i, run_last;
-
-    for (i = page_set_next(from, NULL, first, last); i < last; i = page_set_next(from, NULL, run_last, last))
-    {
-        run_last = page_set_next_missing(from, i, last);
-        page_set_add(set, i, run_last);
-    }
-}
-
-/* Copies the written state of [start, end) into the latched set, a batch
- * at a time. */
-static writewatch_status latch_written_pages(struct allocation *alloc, char *start, char *end)
-{
-    size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    struct page_region storage[SMALL_BATCH];
-    writewatch_status status;
+    int merge = page_set_next(&alloc->latched, &alloc->kept, first, last) < last;
     struct run_buffer found;
+    int err;
 
-    run_buffer_init(&found, storage, SMALL_BATCH);
+    if (reset && (err = page_set_init(&alloc->kept, alloc))) return err;
+    run_buffer_init(&found, storage, merge ? size / 2 : size);
+    if ((err = alloc->backend->collect(alloc, start, end, reset, max_pages, &found, next)))
+    {
+        if (reset) add_runs(&alloc->kept, alloc, &found, 0, first);
+        return err;
+    }
+    *result = found;
+    if (!merge) return 0;
+    run_buffer_init(result, storage + found.capacity, found.capacity);
+    merge_core_pages(alloc, first, page_index(alloc, *next), reset, max_pages, &found, result, next);
+    return 0;
+}
+
+/* Collects every written page of [start, end) a batch at a time, into set
+ * when there is one; with reset, resets them. */
+static int collect_all(struct allocation *alloc, char *start, char *end, int reset, struct page_set *set)
+{
+    struct page_region storage[SMALL_BATCH];
+    struct run_buffer found;
+    int err;
+
     while (start < end)
     {
-        run_buffer_empty(&found, SMALL_BATCH);
-        if ((status = alloc->backend->collect(alloc, start, end, 0, UINTPTR_MAX, &found, &start))) return status;
-        if (found.count && !page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-        add_runs(&alloc->latched, alloc, &found, 0, 0);
+        run_buffer_init(&found, storage, SMALL_BATCH);
+        if ((err = alloc->backend->collect(alloc, start, end, reset, UINTPTR_MAX, &found, &start))) return err;
+        if (!set || !found.count) continue;
+        if ((err = page_set_init(set, alloc))) return err;
+        add_runs(set, alloc, &found, 0, 0);
     }
-    if (page_set_next(&alloc->kept, NULL, first, last) == last) return WRITEWATCH_STATUS_SUCCESS;
-    if (!page_set_init(&alloc->latched, alloc)) return WRITEWATCH_STATUS_NO_MEMORY;
-    add_page_set(&alloc->latched, &alloc->kept, first, last);
-    return WRITEWATCH_STATUS_SUCCESS;
+    return 0;
+}
+
+/* Host changes: each runs with the lock held, on a range inside one
+ * allocation. */
+
+static int set_protection(struct allocation *alloc, char *start, char *end, int unix_prot)
+{
+    return alloc->backend->set_protection(alloc, start, end, unix_prot);
+}
+
+/* Copies the written state of [start, end), the backend's and the kept
+ * pages, into the latched set. */
+static int latch_written_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), run_last;
+    int err;
+
+    (void)unix_prot;
+    if ((err = collect_all(alloc, start, end, 0, &alloc->latched))) return err;
+    for (first = page_set_next(&alloc->kept, NULL, first, last); first < last;
+         first = page_set_next(&alloc->kept, NULL, run_last, last))
+    {
+        if ((err = page_set_init(&alloc->latched, alloc))) return err;
+        run_last = page_set_next_missing(&alloc->kept, first, last);
+        page_set_add(&alloc->latched, first, run_last);
+    }
+    return 0;
 }
 
 /* The pages are written anew from here on: the written state the core
- * held for them is gone, what VirtualProtect latched stays. */
-static writewatch_status decommit_pages(struct allocation *alloc, char *start, char *end)
+ * kept for them is gone, what VirtualProtect latched stays. */
+static int decommit_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
 {
+    (void)unix_prot;
     page_set_remove(&alloc->kept, page_index(alloc, start), page_index(alloc, end));
     return alloc->backend->decommit(alloc, start, end);
 }
 
-/* MEM_RESET: the kernel may drop the contents when it needs the memory.
- * MADV_FREE keeps page table entries, and with them the written state of
- * every page, where MADV_DONTNEED would zap it; MEM_RESET is only a hint,
- * so a kernel without MADV_FREE drops nothing. */
-static writewatch_status discard_pages(WW_UNUSED struct allocation *alloc, char *start, char *end)
-{
-    if (!madvise(start, end - start, MADV_FREE) || errno == EINVAL) return WRITEWATCH_STATUS_SUCCESS;
-    return status_from_errno(errno);
-}
-
-enum host_change
-{
-    HOST_PROTECT,
-    HOST_LATCH,
-    HOST_DECOMMIT,
-    HOST_DISCARD,
-};
-
 /* Applies a host change to the allocation that holds its page-aligned range. */
-static writewatch_status apply_host_change(enum host_change change, void *base, size_t size, int unix_prot)
+static writewatch_status apply_host_change(int (*change)(struct allocation *, char *, char *, int), void *base,
+                                           size_t size, int unix_prot)
 {
     writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
     char *start = base, *end = start + size;
     sigset_t state;
 
-    TRACE("%d %p-%p prot %#x\n", change, start, end, unix_prot);
+    TRACE("%p-%p prot %#x\n", start, end, unix_prot);
     if (!host_range_is_valid(base, size)) return status;
-
-    lock(&state);
-    if (!(alloc = find_allocation_for_range(start, end)))
-        WARN("%p-%p is not inside one watched allocation\n", start, end);
-    else if (change == HOST_PROTECT)
-        status = alloc->backend->set_protection(alloc, start, end, unix_prot);
-    else if (change == HOST_LATCH)
-        status = latch_written_pages(alloc, start, end);
-    else if (change == HOST_DECOMMIT)
-        status = decommit_pages(alloc, start, end);
-    else
-        status = discard_pages(alloc, start, end);
-    unlock(&state);
+    host_lock->enter(&state);
+    if ((alloc = find_allocation_for_range(start, end)))
+        status = status_from_errno(change(alloc, start, end, unix_prot));
+    else WARN("%p-%p is not inside one watched allocation\n", start, end);
+    host_lock->leave(&state);
     return status;
 }
 
 writewatch_status writewatch_set_protection(void *base, size_t size, int unix_prot)
 {
-    return apply_host_change(HOST_PROTECT, base, size, unix_prot);
-}
-
-writewatch_status writewatch_decommit(void *base, size_t size)
-{
-    return apply_host_change(HOST_DECOMMIT, base, size, 0);
+    return apply_host_change(set_protection, base, size, unix_prot);
 }
 
 writewatch_status writewatch_latch(void *base, size_t size)
 {
-    return apply_host_change(HOST_LATCH, base, size, 0);
+    return apply_host_change(latch_written_pages, base, size, 0);
 }
 
-writewatch_status writewatch_discard(void *base, size_t size)
+writewatch_status writewatch_decommit(void *base, size_t size)
 {
-    return apply_host_change(HOST_DISCARD, base, size, 0);
+    return apply_host_change(decommit_pages, base, size, 0);
 }
+
+/* Queries */
 
 /* A store that changes nothing, even when other threads write the same
  * byte meanwhile: an atomic add of zero.  Spelled out on x86, where
@@ -674,11 +1154,6 @@ static void probe_for_write(void *ptr, size_t size)
     }
 }
 
-static int same_page(const void *a, const void *b)
-{
-    return !(((uintptr_t)a ^ (uintptr_t)b) >> writewatch_page_shift);
-}
-
 static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
 {
     uintptr_t count = 0, page, end, size = writewatch_page_size;
@@ -700,31 +1175,27 @@ struct query
     char *start, *end;
     void **addresses;
     uintptr_t room, done;
-    writewatch_status status;
-    const char *backend;
+    int err;
+    int unwatched;  /* the range is not inside one watched allocation */
 };
 
-/* Answers one batch, gathered into found under the lock and copied out
+/* Answers one batch, gathered into storage under the lock and copied out
  * without it; returns nonzero when there is more to answer.  Another
  * thread may release the allocation between two batches: what was
  * reported before stays reported. */
-static int answer_batch(struct query *query, struct run_buffer *found)
+static int answer_batch(struct query *query, struct page_region *storage, size_t size)
 {
-    writewatch_status status = WRITEWATCH_STATUS_INVALID_PARAMETER;
     struct allocation *alloc;
     struct run_buffer runs;
     sigset_t state;
 
-    lock(&state);
+    host_lock->enter(&state);
     if ((alloc = find_allocation_for_range(query->start, query->end)))
-    {
-        query->backend = alloc->backend->name;
-        status = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done, found,
-                              &runs, &query->start);
-    }
-    unlock(&state);
-    if (!alloc && query->done) return 0;
-    if ((query->status = status)) return 0;
+        query->err = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done,
+                                  storage, size, &runs, &query->start);
+    host_lock->leave(&state);
+    query->unwatched = !alloc;
+    if (!alloc || query->err) return 0;
     query->done += copy_out(&runs, query->addresses + query->done);
     return query->start < query->end && query->done < query->room;
 }
@@ -738,15 +1209,6 @@ static uintptr_t most_runs(const struct query *query)
     return runs < query->room ? runs : query->room;
 }
 
-/* Answers a query in batches of the size regions of storage. */
-static void answer_query(struct query *query, struct page_region *storage, size_t size)
-{
-    struct run_buffer found;
-
-    run_buffer_init(&found, storage, size);
-    while (answer_batch(query, &found));
-}
-
 /* A query whose answer may hold more than SMALL_BATCH runs, in batches of
  * RUN_BATCH regions in a frame of its own: only such queries touch its
  * stack (with -fstack-clash-protection, entering a frame touches every
@@ -755,7 +1217,7 @@ static void __attribute__((noinline)) answer_large_query(struct query *query)
 {
     struct page_region storage[RUN_BATCH];
 
-    answer_query(query, storage, RUN_BATCH);
+    while (answer_batch(query, storage, RUN_BATCH));
 }
 
 writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t size, void **addresses,
@@ -778,23 +1240,21 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
     if (!round_range(base, size, &query.start, &query.end)) return WRITEWATCH_STATUS_INVALID_PARAMETER;
 
     probe_for_write(count, sizeof(*count));
-    /* usually beside count, on a page just probed */
-    if (!same_page(count, granularity)) probe_for_write(granularity, sizeof(*granularity));
+    probe_for_write(granularity, sizeof(*granularity));
     probe_for_write(addresses, query.room * sizeof(*addresses));
 
     TRACE("%#x %p-%p %p %lu\n", flags, query.start, query.end, addresses, (unsigned long)query.room);
-
     if (most_runs(&query) > SMALL_BATCH) answer_large_query(&query);
-    else answer_query(&query, storage, SMALL_BATCH);
+    else while (answer_batch(&query, storage, SMALL_BATCH));
+
     /* a later batch that fails kept what it reset: the pages copied out
      * before it are the answer */
-    if (query.status && !query.done) return query.status;
-    if (query.status)
-        WARN("answering %lu pages after status %#x\n", (unsigned long)query.done, (unsigned int)query.status);
-
+    if (query.unwatched && !query.done) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (query.err && !query.done) return status_from_errno(query.err);
+    if (query.err) WARN("answering %lu pages after %s\n", (unsigned long)query.done, strerror(query.err));
     *count = query.done;
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages (%s)\n", (unsigned long)query.done, query.backend);
+    TRACE("returning %lu pages\n", (unsigned long)query.done);
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -806,39 +1266,39 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
     sigset_t state;
 
     if (!round_range(base, size, &start, &end)) return status;
-
     TRACE("%p-%p\n", start, end);
-
-    lock(&state);
-    if ((alloc = find_allocation_for_range(start, end)) && !(status = alloc->backend->reset(alloc, start, end)))
+    host_lock->enter(&state);
+    if ((alloc = find_allocation_for_range(start, end)) &&
+        !(status = status_from_errno(collect_all(alloc, start, end, 1, NULL))))
         forget_core_pages(alloc, page_index(alloc, start), page_index(alloc, end));
-    unlock(&state);
+    host_lock->leave(&state);
     return status;
 }
 
+/* The fallback's entries */
+
 int writewatch_handle_fault(void *addr)
 {
+    char *page = (char *)((uintptr_t)addr & ~(writewatch_page_size - 1));
     struct allocation *alloc;
-    char *page;
     sigset_t state;
     int handled = 0;
 
-    if (!writewatch_page_size) return 0;
-    page = (char *)((uintptr_t)addr & ~(writewatch_page_size - 1));
-    lock(&state);
-    if ((alloc = find_allocation(page)) && alloc->backend->handle_fault)
-        handled = alloc->backend->handle_fault(alloc, page);
-    unlock(&state);
+    if (!__atomic_load_n(&allocation_count, __ATOMIC_RELAXED)) return 0;
+    host_lock->enter(&state);
+    if ((alloc = find_allocation(page)) && alloc->backend == &mprotect_backend)
+        handled = mprotect_handle_fault(alloc, page);
+    host_lock->leave(&state);
     return handled;
 }
 
-/* Lends each allocation that a system call's buffer overlaps its part, or
- * gives it back with the written bytes marked; returns nonzero when any
- * part was lent. */
-static int apply_to_buffer(void *base, size_t size, size_t written, int lend)
+/* Applies apply to the part of a system call's buffer in each fallback
+ * allocation it overlaps; returns nonzero when there was any. */
+static int apply_to_buffer(void (*apply)(struct allocation *, char *, char *, char *), void *base, size_t size,
+                           size_t written)
 {
     char *start, *end, *written_end;
-    int lent = 0;
+    int applied = 0;
     sigset_t state;
     size_t index;
 
@@ -847,30 +1307,30 @@ static int apply_to_buffer(void *base, size_t size, size_t written, int lend)
     if (!round_range(base, size, &start, &end)) return 0;
     /* nothing written marks no page, even when the buffer starts mid-page */
     written_end = written ? (char *)base + (written < size ? written : size) : start;
-    lock(&state);
+    host_lock->enter(&state);
     for (index = find_allocation_index(start); index < allocation_count; index++)
     {
         struct allocation *alloc = allocations[index];
         char *first = start > alloc->base ? start : alloc->base;
         char *last = end < alloc->base + alloc->size ? end : alloc->base + alloc->size;
-        char *marked_end = written_end < first ? first : written_end < last ? written_end : last;
 
         if (alloc->base >= end) break;
-        if (lend && alloc->backend->lend_buffer) lent |= alloc->backend->lend_buffer(alloc, first, last);
-        if (!lend && alloc->backend->buffer_written) alloc->backend->buffer_written(alloc, first, last, marked_end);
+        if (alloc->backend != &mprotect_backend) continue;
+        apply(alloc, first, last, written_end < first ? first : written_end < last ? written_end : last);
+        applied = 1;
     }
-    unlock(&state);
-    return lent;
+    host_lock->leave(&state);
+    return applied;
 }
 
 int writewatch_lend_buffer(void *base, size_t size)
 {
     TRACE("%p-%p\n", base, (char *)base + size);
-    return apply_to_buffer(base, size, 0, 1);
+    return apply_to_buffer(mprotect_lend_buffer, base, size, 0);
 }
 
 void writewatch_buffer_written(void *base, size_t size, size_t written)
 {
     TRACE("%p-%p written %lu\n", base, (char *)base + size, (unsigned long)written);
-    apply_to_buffer(base, size, written, 0);
+    apply_to_buffer(mprotect_buffer_written, base, size, written);
 }
