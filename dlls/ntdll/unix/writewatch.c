@@ -55,8 +55,7 @@ struct allocation
     size_t size;
     size_t pages;
     const struct backend *backend;
-    struct page_set latched;  /* written when a VirtualProtect latched them: survive decommit */
-    struct page_set kept;     /* reset by the backend but not reported yet: reported until reset */
+    struct page_set latched;  /* written when a VirtualProtect latched them: reported until reset */
     struct page_set armed;    /* kernel backend: write-protected since last made accessible */
     struct page_set written;  /* fallback: written pages */
     uint8_t *prot;            /* fallback: the protection the host set, a byte a page */
@@ -82,17 +81,19 @@ static inline void run_buffer_init(struct run_buffer *buf, struct page_region *s
  * every function of the module's inside, they return 0 or an errno value. */
 struct backend
 {
+    enum writewatch_backend id;
     /* start tracking; every page clean */
     int (*add)(struct allocation *alloc, int unix_prot);
     int (*set_protection)(struct allocation *alloc, char *start, char *end, int unix_prot);
     /* the host replaced [start, end) by a fresh inaccessible mapping */
     int (*decommit)(struct allocation *alloc, char *start, char *end);
     /* Appends to out the first written pages of [start, end), at most
-     * max_pages, as many runs as out holds; with reset (the API's
-     * WRITE_WATCH_FLAG_RESET, the kernel's PM_SCAN_WP_MATCHING) resets
-     * exactly those.  *next is where the pages not gathered start: end when
-     * out took them all.  On failure, out holds every page that was reset. */
-    int (*collect)(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+     * *room, which it counts down, as many runs as out holds; with reset
+     * (the API's WRITE_WATCH_FLAG_RESET, the kernel's PM_SCAN_WP_MATCHING)
+     * resets exactly those.  *next is where the pages not gathered start.
+     * On failure, out is as it was, and what the call reset reads as
+     * written again. */
+    int (*collect)(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
                    struct run_buffer *out, char **next);
 };
 
@@ -138,11 +139,6 @@ static int page_set_init(struct page_set *set, const struct allocation *alloc)
 {
     if (!set->bits) set->bits = calloc((alloc->pages + 63) / 64, sizeof(uint64_t));
     return set->bits ? 0 : ENOMEM;
-}
-
-static int page_set_has(const struct page_set *set, size_t index)
-{
-    return set->count && (set->bits[index / 64] >> (index % 64)) & 1;
 }
 
 /* The pages of [*first, last) in *first's word; moves *first past them. */
@@ -204,8 +200,6 @@ static size_t page_set_next_missing(const struct page_set *set, size_t first, si
     return find_page(set, NULL, ~(uint64_t)0, first, last);
 }
 
-/* Run buffers */
-
 static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
 {
     struct page_region *run;
@@ -222,6 +216,8 @@ static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
     run->categories = PAGE_IS_WRITTEN;
     return 1;
 }
+
+#ifdef __linux__
 
 /* The kernel backend
  *
@@ -247,22 +243,17 @@ void writewatch_inject_error(enum writewatch_kernel_op op, int err)
 {
     injected[op] = err;
 }
-#endif
 
-/* Whether the kernel operation op is to fail, with errno set, for the
- * native tests. */
+/* The native tests' seam: whether op is to fail, with errno set. */
 static int injected_error(enum writewatch_kernel_op op)
 {
-#ifdef WRITEWATCH_FAULT_INJECTION
-    if ((errno = injected[op]))
-    {
-        injected[op] = 0;
-        return 1;
-    }
-#endif
-    (void)op;
-    return 0;
+    errno = injected[op];
+    injected[op] = 0;
+    return errno != 0;
 }
+#else
+#define injected_error(op) 0
+#endif
 
 /* One ioctl of op, which returns *result (result may be NULL): 0 or an
  * errno value. */
@@ -285,10 +276,10 @@ static int register_range(char *start, char *end)
     return kernel_ioctl(WRITEWATCH_OP_REGISTER, uffd_fd, UFFDIO_REGISTER, &args, NULL);
 }
 
-static int write_protect_range(char *start, char *end)
+/* mode is UFFDIO_WRITEPROTECT_MODE_WP to protect, 0 to unprotect */
+static int change_write_protection(char *start, char *end, __u64 mode)
 {
-    struct uffdio_writeprotect args = { .range = { (uintptr_t)start, end - start },
-                                        .mode = UFFDIO_WRITEPROTECT_MODE_WP };
+    struct uffdio_writeprotect args = { .range = { (uintptr_t)start, end - start }, .mode = mode };
 
     return kernel_ioctl(WRITEWATCH_OP_WRITEPROTECT, uffd_fd, UFFDIO_WRITEPROTECT, &args, NULL);
 }
@@ -339,8 +330,10 @@ static int arm_pages(struct allocation *alloc, char *start, char *end)
         run_last = page_set_next(&alloc->armed, NULL, first, last);
         run_end = page_address(alloc, run_last);
         /* a decommit that could not register the fresh mapping left it to us */
-        if (write_protect_range(run_start, run_end) &&
-            ((err = register_watched_range(run_start, run_end)) || (err = write_protect_range(run_start, run_end))))
+        if ((err = change_write_protection(run_start, run_end, UFFDIO_WRITEPROTECT_MODE_WP)) &&
+            !(err = register_watched_range(run_start, run_end)))
+            err = change_write_protection(run_start, run_end, UFFDIO_WRITEPROTECT_MODE_WP);
+        if (err)
         {
             WARN("UFFDIO_WRITEPROTECT %p-%p: %s\n", run_start, run_end, strerror(err));
             return err;
@@ -350,21 +343,33 @@ static int arm_pages(struct allocation *alloc, char *start, char *end)
     return 0;
 }
 
-/* A scan of [start, end) failed with err.  Once the walk began (walk_end
- * moved) it may have protected any of its pages (past 512 regions a walk
- * goes in passes): with reset, all go to out, so that they stay reported.
- * A mapping that lost its registration is registered again, so that later
- * calls over-report, never miss. */
+/* Gives back the written state a failed call took: the pages read as
+ * written until the next reset, an over-report, never a miss. */
+static void unprotect_pages(char *start, char *end)
+{
+    int err = change_write_protection(start, end, 0);
+
+    if (err) ERR("lost the written state of %p-%p: %s\n", start, end, strerror(err));
+}
+
+/* A scan of [start, end) failed with err.  A mapping that lost its
+ * registration is registered again.  With reset, what the collect reset
+ * is given back: out's runs from first_run on and, once the walk began
+ * (walk_end moved), all of it, as past 512 regions a walk goes in passes
+ * and walk_end does not say how far the failing one got. */
 static int scan_failed(struct allocation *alloc, char *start, char *walk_end, char *end, int reset, int err,
-                       struct run_buffer *out)
+                       struct run_buffer *out, size_t first_run)
 {
     int reregister_err;
 
     ERR("PAGEMAP_SCAN %p-%p: %s\n", start, end, strerror(err));
-    if (reset && walk_end > start && !run_buffer_append(out, start, end))
-        ERR("lost the written state of %p-%p\n", start, end);
     if (err == EPERM && (reregister_err = register_range(alloc->base, alloc->base + alloc->size)))
         ERR("re-registering %p-%p: %s\n", alloc->base, alloc->base + alloc->size, strerror(reregister_err));
+    if (reset && walk_end > start) unprotect_pages(start, end);
+    for (; reset && out->count > first_run; out->count--)
+        unprotect_pages((char *)(uintptr_t)out->runs[out->count - 1].start,
+                        (char *)(uintptr_t)out->runs[out->count - 1].end);
+    out->count = first_run;
     return err;
 }
 
@@ -433,26 +438,22 @@ static size_t vector_length(const struct run_buffer *out, char *start, char *end
 
 /* PAGEMAP_SCANs of the armed runs into out, resuming where a full vector or
  * max_pages stopped the walk. */
-static int uffd_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+static int uffd_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
                         struct run_buffer *out, char **next)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), i;
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), first_run = out->count, i;
     char *run_start, *run_end, *walk_end;
-    /* max_pages binds only below the pages of the range */
-    int counted = max_pages < last - first;
     int count, err;
 
     *next = end;
     if (!next_armed_run(alloc, &first, last, &run_start, &run_end)) return 0;
-    while (max_pages && out->count < out->capacity)
+    while (*room && out->count < out->capacity)
     {
         /* max_pages stops the walk, and the reset, at the caller's last entry */
         if ((err = scan_written_pages(run_start, run_end, reset, out->runs + out->count,
-                                      vector_length(out, run_start, run_end, max_pages), max_pages, &count,
-                                      &walk_end)))
-            return scan_failed(alloc, run_start, walk_end, run_end, reset, err, out);
-        if (counted)
-            for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
+                                      vector_length(out, run_start, run_end, *room), *room, &count, &walk_end)))
+            return scan_failed(alloc, run_start, walk_end, run_end, reset, err, out, first_run);
+        for (i = out->count; i < out->count + count; i++) *room -= run_pages(&out->runs[i]);
         out->count += count;
         /* A walk stopped early ends at or past the last region it returned.
          * Past the kernel's own 512 regions a walk goes in passes, and when
@@ -469,13 +470,12 @@ static int uffd_collect(struct allocation *alloc, char *start, char *end, int re
 
 static const struct backend uffd_backend =
 {
+    WRITEWATCH_BACKEND_UFFD,
     uffd_add,
     uffd_set_protection,
     uffd_decommit,
     uffd_collect,
 };
-
-/* Start-up */
 
 /* Records which kernel operation failed and closes what was opened. */
 static int refuse(struct writewatch_info *info, enum writewatch_kernel_op op, int err)
@@ -503,7 +503,7 @@ static int self_test(struct writewatch_info *info)
     if (!(err = register_watched_range(probe, probe + size)))
     {
         op = WRITEWATCH_OP_WRITEPROTECT;
-        err = write_protect_range(probe, probe + size);
+        err = change_write_protection(probe, probe + size, UFFDIO_WRITEPROTECT_MODE_WP);
     }
     if (!err)
     {
@@ -540,6 +540,18 @@ static int uffd_init(struct writewatch_info *info)
     return self_test(info);
 }
 
+#else  /* __linux__ */
+
+static const struct backend uffd_backend;
+
+static int uffd_init(struct writewatch_info *info)
+{
+    info->failed = WRITEWATCH_OP_USERFAULTFD;
+    return info->err = ENOSYS;
+}
+
+#endif  /* __linux__ */
+
 /* The fallback backend, for kernels or sandboxes without userfaultfd WP-async
  *
  * Clean pages lose PROT_WRITE; the first write faults, and the host's
@@ -551,7 +563,7 @@ static int uffd_init(struct writewatch_info *info)
 
 static int is_written(const struct allocation *alloc, size_t index)
 {
-    return page_set_has(&alloc->written, index);
+    return alloc->written.count && (alloc->written.bits[index / 64] >> (index % 64)) & 1;
 }
 
 /* The protection the host set. */
@@ -643,44 +655,34 @@ static int mprotect_decommit(struct allocation *alloc, char *start, char *end)
     return 0;
 }
 
-static int mprotect_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
+static int mprotect_collect(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
                             struct run_buffer *out, char **next)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
 
-    *next = end;
-    while (max_pages && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
+    while (*room && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
     {
         size_t run_end = page_set_next_missing(&alloc->written, index, last);
 
-        if (run_end - index > max_pages) run_end = index + max_pages;
-        if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end)))
-        {
-            *next = page_address(alloc, index);
-            break;
-        }
-        max_pages -= run_end - index;
+        if (run_end - index > *room) run_end = index + *room;
+        if (!run_buffer_append(out, page_address(alloc, index), page_address(alloc, run_end))) break;
+        *room -= run_end - index;
         index = run_end;
     }
     /* every written page before index is in out */
+    *next = page_address(alloc, index);
     if (reset) clear_written(alloc, first, index);
     return 0;
 }
 
 static const struct backend mprotect_backend =
 {
+    WRITEWATCH_BACKEND_MPROTECT,
     mprotect_add,
     mprotect_set_protection,
     mprotect_decommit,
     mprotect_collect,
 };
-
-/* Whether a page belongs to the same mapping as a clean page of protection
- * prot: clean, with the same protection. */
-static int same_clean_mapping(const struct allocation *alloc, size_t index, int prot)
-{
-    return !is_written(alloc, index) && alloc->prot[index] == prot;
-}
 
 static int mprotect_handle_fault(struct allocation *alloc, char *page)
 {
@@ -692,11 +694,11 @@ static int mprotect_handle_fault(struct allocation *alloc, char *page)
     if (is_written(alloc, index)) return 1;
     if (protect_run(alloc, first, last, prot))
     {
-        /* Splitting the mapping failed: give the whole mapping its
-         * protection back, which needs no split, and call every page of it
-         * written. */
-        while (first && same_clean_mapping(alloc, first - 1, prot)) first--;
-        while (last < alloc->pages && same_clean_mapping(alloc, last, prot)) last++;
+        /* Splitting the mapping failed: give the whole mapping (the clean
+         * pages around of the same protection) its protection back, which
+         * needs no split, and call every page of it written. */
+        while (first && !is_written(alloc, first - 1) && alloc->prot[first - 1] == prot) first--;
+        while (last < alloc->pages && !is_written(alloc, last) && alloc->prot[last] == prot) last++;
         WARN("over-reporting %p-%p: cannot split the mapping\n", page_address(alloc, first),
              page_address(alloc, last));
         if (protect_run(alloc, first, last, prot)) return 0;
@@ -745,7 +747,7 @@ void writewatch_init(const struct writewatch_lock *lock_ops)
 static void choose_backend(void)
 {
     static int chosen;
-    const char *request = getenv("WRITEWATCH_BACKEND");
+    const char *request = getenv("WRITEWATCH_BACKEND"), *name;
 
     if (chosen) return;
     chosen = 1;
@@ -760,14 +762,14 @@ static void choose_backend(void)
     else if (strcmp(request, "uffd"))
         default_backend = &mprotect_backend;
 
-    if (default_backend == &uffd_backend)
-        init_info.backend = WRITEWATCH_BACKEND_UFFD;
+    init_info.backend = default_backend ? default_backend->id : WRITEWATCH_BACKEND_NONE;
+    name = writewatch_backend_name(init_info.backend);
+    if (!init_info.failed) TRACE("%s: WRITEWATCH_BACKEND=%s\n", name, request);
     else if (default_backend)
-        init_info.backend = WRITEWATCH_BACKEND_MPROTECT;
-    if (init_info.failed)
-        WARN("kernel operation %d failed (%s): %s\n", init_info.failed, strerror(init_info.err),
-             default_backend ? "tracking writes with mprotect" : "no backend, as WRITEWATCH_BACKEND=uffd asks");
-    TRACE("backend %s\n", writewatch_backend_name(init_info.backend));
+        WARN("%s: kernel operation %d failed: %s\n", name, init_info.failed, strerror(init_info.err));
+    else
+        ERR("%s: WRITEWATCH_BACKEND=uffd, but kernel operation %d failed: %s\n", name, init_info.failed,
+            strerror(init_info.err));
 }
 
 void writewatch_get_info(struct writewatch_info *info)
@@ -838,7 +840,6 @@ static int insert_allocation(struct allocation *alloc)
 static void free_allocation(struct allocation *alloc)
 {
     free(alloc->latched.bits);
-    free(alloc->kept.bits);
     free(alloc->armed.bits);
     free(alloc->written.bits);
     free(alloc->prot);
@@ -942,99 +943,55 @@ int writewatch_is_watched(const void *addr)
     return allocation_count && find_allocation(addr) != NULL;
 }
 
-/* Merging the backend's pages with the core's */
+/* Gathering written pages */
 
-/* Adds to set the pages of runs from index i on, past page cut. */
-static void add_runs(struct page_set *set, const struct allocation *alloc, const struct run_buffer *runs, size_t i,
-                     size_t cut)
+/* Gathers the run of latched pages at first, up to *room of them, into
+ * out: latched pages are reported whole, whether the backend still holds
+ * them or not (a decommit dropped them there); with reset, the backend's
+ * pages in the run are reset and the run forgotten. */
+static int gather_latched_run(struct allocation *alloc, size_t first, size_t last, int reset, uintptr_t *room,
+                              struct run_buffer *out, char **next)
 {
-    for (; i < runs->count; i++)
-    {
-        size_t first = page_index(alloc, (char *)(uintptr_t)runs->runs[i].start);
-        size_t last = page_index(alloc, (char *)(uintptr_t)runs->runs[i].end);
-
-        if (first < cut) first = cut;
-        if (first < last) page_set_add(set, first, last);
-    }
-}
-
-/* The core's own pages (latched or kept) of [first, last) are reported. */
-static void forget_core_pages(struct allocation *alloc, size_t first, size_t last)
-{
-    page_set_remove(&alloc->latched, first, last);
-    page_set_remove(&alloc->kept, first, last);
-}
-
-/* Stores in out the first max_pages pages of found and of the core's own
- * pages in [first, last), as many runs as out holds; where out is full,
- * *next moves back to the first page it could not take.  With reset, the
- * core's pages reported are forgotten, and found pages past the cut, which
- * the backend reset, kept. */
-static void merge_core_pages(struct allocation *alloc, size_t first, size_t last, int reset, uintptr_t max_pages,
-                             const struct run_buffer *found, struct run_buffer *out, char **next)
-{
-    size_t i = 0, cursor = first;
-
-    while (max_pages)
-    {
-        size_t run_first = last, run_last = last, core, take_first, take_last;
-
-        if (i < found->count)
-        {
-            run_first = page_index(alloc, (char *)(uintptr_t)found->runs[i].start);
-            run_last = page_index(alloc, (char *)(uintptr_t)found->runs[i].end);
-        }
-        core = page_set_next(&alloc->latched, &alloc->kept, cursor, run_first);
-        if (core < run_first)
-        {
-            take_first = core;
-            take_last = core + 1;
-        }
-        else if (i < found->count)
-        {
-            take_first = run_first;
-            take_last = run_last - run_first < max_pages ? run_last : run_first + max_pages;
-        }
-        else break;
-
-        if (!run_buffer_append(out, page_address(alloc, take_first), page_address(alloc, take_last)))
-        {
-            *next = page_address(alloc, cursor);
-            break;
-        }
-        if (reset) forget_core_pages(alloc, take_first, take_last);
-        max_pages -= take_last - take_first;
-        cursor = take_last;
-        if (cursor == run_last) i++;
-    }
-    if (reset) add_runs(&alloc->kept, alloc, found, i, cursor);
-}
-
-/* Gathers into *result the first written pages of [start, end), the
- * backend's and the core's, at most max_pages, as many runs as half of
- * storage holds (all of it when the core has none there); with reset,
- * resets exactly those.  *next is where the next batch starts.  On failure,
- * the pages the backend had already reset stay reported. */
-static int gather_batch(struct allocation *alloc, char *start, char *end, int reset, uintptr_t max_pages,
-                        struct page_region *storage, size_t size, struct run_buffer *result, char **next)
-{
-    size_t first = page_index(alloc, start), last = page_index(alloc, end);
-    int merge = page_set_next(&alloc->latched, &alloc->kept, first, last) < last;
-    struct run_buffer found;
+    size_t run_last = page_set_next_missing(&alloc->latched, first, last);
+    uintptr_t run_room;
+    struct run_buffer rest;
     int err;
 
-    if (reset && (err = page_set_init(&alloc->kept, alloc))) return err;
-    run_buffer_init(&found, storage, merge ? size / 2 : size);
-    if ((err = alloc->backend->collect(alloc, start, end, reset, max_pages, &found, next)))
-    {
-        if (reset) add_runs(&alloc->kept, alloc, &found, 0, first);
+    if (run_last - first > *room) run_last = first + *room;
+    run_room = run_last - first;
+    *next = page_address(alloc, run_last);
+    /* the backend's runs lie inside the run reported, in out's free end */
+    run_buffer_init(&rest, out->runs + out->count, out->capacity - out->count);
+    if (reset && (err = alloc->backend->collect(alloc, page_address(alloc, first), *next, 1, &run_room, &rest,
+                                                next)))
         return err;
-    }
-    *result = found;
-    if (!merge) return 0;
-    run_buffer_init(result, storage + found.capacity, found.capacity);
-    merge_core_pages(alloc, first, page_index(alloc, *next), reset, max_pages, &found, result, next);
+    run_buffer_append(out, page_address(alloc, first), *next);
+    *room -= page_index(alloc, *next) - first;
+    if (reset) page_set_remove(&alloc->latched, first, page_index(alloc, *next));
     return 0;
+}
+
+/* Gathers into out the first written pages of [start, end), the backend's
+ * and the latched ones in order, at most *room, as many runs as out holds;
+ * with reset, resets exactly those.  *next is where the next batch
+ * starts.  On failure, out holds what came before the failing part. */
+static int gather_pages(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
+                        struct run_buffer *out, char **next)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end), latched;
+    int err = 0;
+
+    while (!err && first < last && *room && out->count < out->capacity)
+    {
+        if ((latched = page_set_next(&alloc->latched, NULL, first, last)) == first)
+            err = gather_latched_run(alloc, first, last, reset, room, out, next);
+        else
+            err = alloc->backend->collect(alloc, page_address(alloc, first), page_address(alloc, latched), reset,
+                                          room, out, next);
+        if (!err) first = page_index(alloc, *next);
+    }
+    *next = page_address(alloc, first);
+    return err;
 }
 
 /* Collects every written page of [start, end) a batch at a time, into set
@@ -1042,16 +999,20 @@ static int gather_batch(struct allocation *alloc, char *start, char *end, int re
 static int collect_all(struct allocation *alloc, char *start, char *end, int reset, struct page_set *set)
 {
     struct page_region storage[SMALL_BATCH];
+    uintptr_t room = UINTPTR_MAX;
     struct run_buffer found;
+    size_t i;
     int err;
 
     while (start < end)
     {
         run_buffer_init(&found, storage, SMALL_BATCH);
-        if ((err = alloc->backend->collect(alloc, start, end, reset, UINTPTR_MAX, &found, &start))) return err;
+        if ((err = alloc->backend->collect(alloc, start, end, reset, &room, &found, &start))) return err;
         if (!set || !found.count) continue;
         if ((err = page_set_init(set, alloc))) return err;
-        add_runs(set, alloc, &found, 0, 0);
+        for (i = 0; i < found.count; i++)
+            page_set_add(set, page_index(alloc, (char *)(uintptr_t)found.runs[i].start),
+                         page_index(alloc, (char *)(uintptr_t)found.runs[i].end));
     }
     return 0;
 }
@@ -1064,31 +1025,16 @@ static int set_protection(struct allocation *alloc, char *start, char *end, int 
     return alloc->backend->set_protection(alloc, start, end, unix_prot);
 }
 
-/* Copies the written state of [start, end), the backend's and the kept
- * pages, into the latched set. */
+/* VirtualProtect latches the pages written so far. */
 static int latch_written_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
 {
-    size_t first = page_index(alloc, start), last = page_index(alloc, end), run_last;
-    int err;
-
     (void)unix_prot;
-    if ((err = collect_all(alloc, start, end, 0, &alloc->latched))) return err;
-    for (first = page_set_next(&alloc->kept, NULL, first, last); first < last;
-         first = page_set_next(&alloc->kept, NULL, run_last, last))
-    {
-        if ((err = page_set_init(&alloc->latched, alloc))) return err;
-        run_last = page_set_next_missing(&alloc->kept, first, last);
-        page_set_add(&alloc->latched, first, run_last);
-    }
-    return 0;
+    return collect_all(alloc, start, end, 0, &alloc->latched);
 }
 
-/* The pages are written anew from here on: the written state the core
- * kept for them is gone, what VirtualProtect latched stays. */
 static int decommit_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
 {
     (void)unix_prot;
-    page_set_remove(&alloc->kept, page_index(alloc, start), page_index(alloc, end));
     return alloc->backend->decommit(alloc, start, end);
 }
 
@@ -1176,7 +1122,7 @@ struct query
     void **addresses;
     uintptr_t room, done;
     int err;
-    int unwatched;  /* the range is not inside one watched allocation */
+    enum writewatch_backend backend;  /* NONE: the range is not inside one watched allocation */
 };
 
 /* Answers one batch, gathered into storage under the lock and copied out
@@ -1185,19 +1131,21 @@ struct query
  * reported before stays reported. */
 static int answer_batch(struct query *query, struct page_region *storage, size_t size)
 {
+    uintptr_t room = query->room - query->done;
     struct allocation *alloc;
     struct run_buffer runs;
     sigset_t state;
 
+    run_buffer_init(&runs, storage, size);
     host_lock->enter(&state);
     if ((alloc = find_allocation_for_range(query->start, query->end)))
-        query->err = gather_batch(alloc, query->start, query->end, query->reset, query->room - query->done,
-                                  storage, size, &runs, &query->start);
+    {
+        query->backend = alloc->backend->id;
+        query->err = gather_pages(alloc, query->start, query->end, query->reset, &room, &runs, &query->start);
+    }
     host_lock->leave(&state);
-    query->unwatched = !alloc;
-    if (!alloc || query->err) return 0;
     query->done += copy_out(&runs, query->addresses + query->done);
-    return query->start < query->end && query->done < query->room;
+    return alloc && !query->err && query->start < query->end && query->done < query->room;
 }
 
 /* The most runs the answer to a query can hold: one per two pages of its
@@ -1209,10 +1157,9 @@ static uintptr_t most_runs(const struct query *query)
     return runs < query->room ? runs : query->room;
 }
 
-/* A query whose answer may hold more than SMALL_BATCH runs, in batches of
- * RUN_BATCH regions in a frame of its own: only such queries touch its
- * stack (with -fstack-clash-protection, entering a frame touches every
- * page of it). */
+/* A query whose answer may hold more than SMALL_BATCH runs: only such
+ * queries enter this frame, and touch its stack (with
+ * -fstack-clash-protection, entering a frame touches every page of it). */
 static void __attribute__((noinline)) answer_large_query(struct query *query)
 {
     struct page_region storage[RUN_BATCH];
@@ -1247,14 +1194,14 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
     if (most_runs(&query) > SMALL_BATCH) answer_large_query(&query);
     else while (answer_batch(&query, storage, SMALL_BATCH));
 
-    /* a later batch that fails kept what it reset: the pages copied out
+    /* a batch that fails gave back what it reset: the pages copied out
      * before it are the answer */
-    if (query.unwatched && !query.done) return WRITEWATCH_STATUS_INVALID_PARAMETER;
+    if (query.backend == WRITEWATCH_BACKEND_NONE) return WRITEWATCH_STATUS_INVALID_PARAMETER;
     if (query.err && !query.done) return status_from_errno(query.err);
     if (query.err) WARN("answering %lu pages after %s\n", (unsigned long)query.done, strerror(query.err));
     *count = query.done;
     *granularity = writewatch_page_size;
-    TRACE("returning %lu pages\n", (unsigned long)query.done);
+    TRACE("returning %lu pages (%s)\n", (unsigned long)query.done, writewatch_backend_name(query.backend));
     return WRITEWATCH_STATUS_SUCCESS;
 }
 
@@ -1270,7 +1217,7 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
     host_lock->enter(&state);
     if ((alloc = find_allocation_for_range(start, end)) &&
         !(status = status_from_errno(collect_all(alloc, start, end, 1, NULL))))
-        forget_core_pages(alloc, page_index(alloc, start), page_index(alloc, end));
+        page_set_remove(&alloc->latched, page_index(alloc, start), page_index(alloc, end));
     host_lock->leave(&state);
     return status;
 }

@@ -10,15 +10,14 @@
 #include <stdint.h>
 #include "writewatch.h"
 
+#include <sys/ioctl.h>
 #ifdef __linux__
-#include <linux/types.h>
 #include <linux/userfaultfd.h>
 #include <linux/fs.h>
-#include <sys/ioctl.h>
 #endif
 
-/* Kernel ABI that system headers older than Linux 6.7 lack. */
-#ifdef __linux__
+/* Kernel ABI that system headers older than Linux 6.7 lack.  page_region,
+ * what PAGEMAP_SCAN answers, is the module's run of pages on any system. */
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1
 #endif
@@ -36,38 +35,34 @@
 
 struct page_region
 {
-    __u64 start;
-    __u64 end;
-    __u64 categories;
+    uint64_t start;
+    uint64_t end;
+    uint64_t categories;
 };
 
 struct pm_scan_arg
 {
-    __u64 size;
-    __u64 flags;
-    __u64 start;
-    __u64 end;
-    __u64 walk_end;
-    __u64 vec;
-    __u64 vec_len;
-    __u64 max_pages;
-    __u64 category_inverted;
-    __u64 category_mask;
-    __u64 category_anyof_mask;
-    __u64 return_mask;
+    uint64_t size;
+    uint64_t flags;
+    uint64_t start;
+    uint64_t end;
+    uint64_t walk_end;
+    uint64_t vec;
+    uint64_t vec_len;
+    uint64_t max_pages;
+    uint64_t category_inverted;
+    uint64_t category_mask;
+    uint64_t category_anyof_mask;
+    uint64_t return_mask;
 };
 
 #define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
 #endif /* PAGEMAP_SCAN */
-#endif /* __linux__ */
 
-/* Runs of pages in ascending order, as PAGEMAP_SCAN returns them, in a
- * bounded buffer on the caller's stack: no query needs memory in proportion
- * to its range.  One that cannot hold more than SMALL_BATCH runs (8 KiB) is
- * gathered in that many, so that it touches little stack; a larger one in
- * batches of RUN_BATCH (48 KiB), each under one hold of the lock.  The
- * kernel's bounce buffer for up to SMALL_BATCH regions comes from its slab;
- * past 8 KiB from the page allocator, once a PAGEMAP_SCAN. */
+/* A query gathers runs of pages on its stack, in batches of SMALL_BATCH
+ * (8 KiB, whose kernel bounce buffer comes from the slab) when its answer
+ * cannot hold more, else of RUN_BATCH (48 KiB), each under one hold of the
+ * lock: no query needs memory in proportion to its range. */
 #define SMALL_BATCH (8192 / sizeof(struct page_region))
 #define RUN_BATCH 2048
 
