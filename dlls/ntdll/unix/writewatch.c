@@ -2,12 +2,11 @@
  * writewatch: the Windows write-watch API on top of a tracking backend.
  *
  * The core keeps the list of write-watched allocations, checks requests
- * with Windows' rules and status codes, and merges the backend's written
- * pages with those it holds itself: the pages VirtualProtect latched, and
- * those a resetting call took from the backend but could not report.
- * Inside, functions return 0 or an errno value; the entries turn it into
- * an NTSTATUS.  A query gathers its answer in batches of runs of pages on
- * its own stack under the lock, and copies each out after leaving it.
+ * with Windows' rules and status codes, and adds to the backend's written
+ * pages those VirtualProtect latched.  Inside, functions return 0 or an
+ * errno value; the entries turn it into an NTSTATUS.  A query gathers its
+ * answer in batches on its own stack under the lock, and copies each out
+ * after leaving it.
  */
 
 #if 0
@@ -21,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
@@ -45,10 +43,9 @@ struct page_set
 
 /* A write-watched allocation.  The module lists them itself, sorted by
  * base, rather than hanging them on the host's views: a query leaves the
- * lock between batches and must find its allocation again by address
- * (another thread may have released it), and faults and system-call
- * buffers come by address only.  The list costs one pointer an allocation,
- * and keeps the module free of the host's view layout. */
+ * lock between batches and must find its allocation again by address, and
+ * faults and system-call buffers come by address only; the list keeps the
+ * module free of the host's view layout. */
 struct allocation
 {
     char *base;
@@ -87,14 +84,15 @@ struct backend
     int (*set_protection)(struct allocation *alloc, char *start, char *end, int unix_prot);
     /* the host replaced [start, end) by a fresh inaccessible mapping */
     int (*decommit)(struct allocation *alloc, char *start, char *end);
-    /* Appends to out the first written pages of [start, end), at most
-     * *room, which it counts down, as many runs as out holds; with reset
-     * (the API's WRITE_WATCH_FLAG_RESET, the kernel's PM_SCAN_WP_MATCHING)
-     * resets exactly those.  *next is where the pages not gathered start.
-     * On failure, out is as it was, and what the call reset reads as
-     * written again. */
+    /* Appends to out the first written pages of [start, end), at most *room,
+     * which it counts down, as many runs as out holds; with reset (the API's
+     * WRITE_WATCH_FLAG_RESET, PM_SCAN_WP_MATCHING) resets exactly those.
+     * *next is where the pages not gathered start.  On failure, out is as it
+     * was, and what the call reset reads as written again. */
     int (*collect)(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
                    struct run_buffer *out, char **next);
+    /* every page of [start, end) clean */
+    int (*reset)(struct allocation *alloc, char *start, char *end);
 };
 
 static size_t page_index(const struct allocation *alloc, const char *addr)
@@ -127,8 +125,7 @@ static writewatch_status status_from_errno(int err)
     {
     case 0: return WRITEWATCH_STATUS_SUCCESS;
     case ENOMEM: return WRITEWATCH_STATUS_NO_MEMORY;
-    case ENOSYS:
-    case ENOTTY: return WRITEWATCH_STATUS_NOT_SUPPORTED;
+    case ENOSYS: return WRITEWATCH_STATUS_NOT_SUPPORTED;
     default: return WRITEWATCH_STATUS_UNSUCCESSFUL;
     }
 }
@@ -172,32 +169,29 @@ static void page_set_remove(struct page_set *set, size_t first, size_t last)
     }
 }
 
-/* The first page of [first, last) whose bit in a or b, flipped by flip
- * (all ones: missing from both), is set; last if none. */
-static size_t find_page(const struct page_set *a, const struct page_set *b, uint64_t flip, size_t first,
-                        size_t last)
+/* The first page of [first, last) whose bit, flipped by flip (all ones:
+ * missing from the set), is set; last if none. */
+static size_t find_page(const struct page_set *set, uint64_t flip, size_t first, size_t last)
 {
     while (first < last)
     {
         size_t word = first / 64;
-        uint64_t bits = (a->count ? a->bits[word] : 0) | (b && b->count ? b->bits[word] : 0);
+        uint64_t bits = ((set->count ? set->bits[word] : 0) ^ flip) >> (first % 64);
 
-        bits = (bits ^ flip) >> (first % 64);
         if (bits) return first + __builtin_ctzll(bits) < last ? first + __builtin_ctzll(bits) : last;
         first = (word + 1) * 64;
     }
     return last;
 }
 
-static size_t page_set_next(const struct page_set *a, const struct page_set *b, size_t first, size_t last)
+static size_t page_set_next(const struct page_set *set, size_t first, size_t last)
 {
-    if (!a->count && !(b && b->count)) return last;
-    return find_page(a, b, 0, first, last);
+    return set->count ? find_page(set, 0, first, last) : last;
 }
 
 static size_t page_set_next_missing(const struct page_set *set, size_t first, size_t last)
 {
-    return find_page(set, NULL, ~(uint64_t)0, first, last);
+    return find_page(set, ~(uint64_t)0, first, last);
 }
 
 static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
@@ -219,22 +213,18 @@ static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
 
 #ifdef __linux__
 
-/* The kernel backend
- *
- * Watched ranges are registered with one userfaultfd in asynchronous
+/* The kernel backend: watched ranges are registered with one userfaultfd in asynchronous
  * write-protect mode (Linux 6.7+): the kernel records the first write to a
  * protected page with no signal.  PAGEMAP_SCAN returns the written pages as
  * ranges and, with PM_SCAN_WP_MATCHING, protects exactly those in the same
  * walk.  Huge pages are kept out (MADV_NOHUGEPAGE): one is tracked and split
  * as a whole.  Pages are write-protected ("armed") only where the host makes
  * them accessible, before it does (a read would map the zero page
- * unprotected), and only armed pages are scanned: a reservation costs no
- * page tables until it is committed.  Unprotected pages of a registered
- * range read as written.
+ * unprotected, which reads as written), and only armed pages are scanned: a
+ * reservation costs no page tables until it is committed.
  */
 
-static int uffd_fd = -1;
-static int pagemap_fd = -1;
+static int uffd_fd = -1, pagemap_fd = -1;
 
 #ifdef WRITEWATCH_FAULT_INJECTION
 static int injected[WRITEWATCH_OP_COUNT];
@@ -327,7 +317,7 @@ static int arm_pages(struct allocation *alloc, char *start, char *end)
     {
         char *run_start = page_address(alloc, first), *run_end;
 
-        run_last = page_set_next(&alloc->armed, NULL, first, last);
+        run_last = page_set_next(&alloc->armed, first, last);
         run_end = page_address(alloc, run_last);
         /* a decommit that could not register the fresh mapping left it to us */
         if ((err = change_write_protection(run_start, run_end, UFFDIO_WRITEPROTECT_MODE_WP)) &&
@@ -353,10 +343,9 @@ static void unprotect_pages(char *start, char *end)
 }
 
 /* A scan of [start, end) failed with err.  A mapping that lost its
- * registration is registered again.  With reset, what the collect reset
- * is given back: out's runs from first_run on and, once the walk began
- * (walk_end moved), all of it, as past 512 regions a walk goes in passes
- * and walk_end does not say how far the failing one got. */
+ * registration is registered again.  With reset, what the collect reset is
+ * given back: out's runs from first_run on and, once the walk began, all of
+ * it (past 512 regions a walk goes in passes; walk_end says not how far). */
 static int scan_failed(struct allocation *alloc, char *start, char *walk_end, char *end, int reset, int err,
                        struct run_buffer *out, size_t first_run)
 {
@@ -413,7 +402,7 @@ static int next_armed_run(const struct allocation *alloc, size_t *first, size_t 
 
     if (alloc->armed.count != alloc->pages)
     {
-        *first = page_set_next(&alloc->armed, NULL, *first, last);
+        *first = page_set_next(&alloc->armed, *first, last);
         run_last = page_set_next_missing(&alloc->armed, *first, last);
     }
     if (*first >= last) return 0;
@@ -468,6 +457,22 @@ static int uffd_collect(struct allocation *alloc, char *start, char *end, int re
     return 0;
 }
 
+/* One walk an armed run, without an output vector: the kernel's fast path,
+ * which protects every page it walks.  Watched ranges hold no huge page,
+ * which such a walk could not split before Linux 6.17. */
+static int uffd_reset(struct allocation *alloc, char *start, char *end)
+{
+    size_t first = page_index(alloc, start), last = page_index(alloc, end);
+    struct run_buffer none = { NULL, 0, 0 };
+    char *run_start, *run_end, *walk_end;
+    int count, err;
+
+    while (next_armed_run(alloc, &first, last, &run_start, &run_end))
+        if ((err = scan_written_pages(run_start, run_end, 1, NULL, 0, 0, &count, &walk_end)))
+            return scan_failed(alloc, run_start, walk_end, run_end, 1, err, &none, 0);
+    return 0;
+}
+
 static const struct backend uffd_backend =
 {
     WRITEWATCH_BACKEND_UFFD,
@@ -475,6 +480,7 @@ static const struct backend uffd_backend =
     uffd_set_protection,
     uffd_decommit,
     uffd_collect,
+    uffd_reset,
 };
 
 /* Records which kernel operation failed and closes what was opened. */
@@ -552,9 +558,8 @@ static int uffd_init(struct writewatch_info *info)
 
 #endif  /* __linux__ */
 
-/* The fallback backend, for kernels or sandboxes without userfaultfd WP-async
- *
- * Clean pages lose PROT_WRITE; the first write faults, and the host's
+/* The fallback backend, for kernels or sandboxes without userfaultfd WP-async:
+ * clean pages lose PROT_WRITE; the first write faults, and the host's
  * signal handler gives the page its protection back and marks it written,
  * in that order, so a racing write either faults or was counted.  Each run
  * of written pages is a mapping of its own: past vm.max_map_count, pages
@@ -611,7 +616,7 @@ static int apply_protection(const struct allocation *alloc, size_t first, size_t
  * written, an over-report. */
 static void clear_written(struct allocation *alloc, size_t first, size_t last)
 {
-    while ((first = page_set_next(&alloc->written, NULL, first, last)) < last)
+    while ((first = page_set_next(&alloc->written, first, last)) < last)
     {
         int prot = alloc->prot[first];
         size_t end = first + 1;
@@ -660,7 +665,7 @@ static int mprotect_collect(struct allocation *alloc, char *start, char *end, in
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), index = first;
 
-    while (*room && (index = page_set_next(&alloc->written, NULL, index, last)) < last)
+    while (*room && (index = page_set_next(&alloc->written, index, last)) < last)
     {
         size_t run_end = page_set_next_missing(&alloc->written, index, last);
 
@@ -675,6 +680,12 @@ static int mprotect_collect(struct allocation *alloc, char *start, char *end, in
     return 0;
 }
 
+static int mprotect_reset(struct allocation *alloc, char *start, char *end)
+{
+    clear_written(alloc, page_index(alloc, start), page_index(alloc, end));
+    return 0;
+}
+
 static const struct backend mprotect_backend =
 {
     WRITEWATCH_BACKEND_MPROTECT,
@@ -682,6 +693,7 @@ static const struct backend mprotect_backend =
     mprotect_set_protection,
     mprotect_decommit,
     mprotect_collect,
+    mprotect_reset,
 };
 
 static int mprotect_handle_fault(struct allocation *alloc, char *page)
@@ -945,10 +957,9 @@ int writewatch_is_watched(const void *addr)
 
 /* Gathering written pages */
 
-/* Gathers the run of latched pages at first, up to *room of them, into
- * out: latched pages are reported whole, whether the backend still holds
- * them or not (a decommit dropped them there); with reset, the backend's
- * pages in the run are reset and the run forgotten. */
+/* Gathers the run of latched pages at first, up to *room of them: it is
+ * reported whole, whether the backend still holds its pages or not (a
+ * decommit dropped them); with reset, they are reset and the run forgotten. */
 static int gather_latched_run(struct allocation *alloc, size_t first, size_t last, int reset, uintptr_t *room,
                               struct run_buffer *out, char **next)
 {
@@ -983,7 +994,7 @@ static int gather_pages(struct allocation *alloc, char *start, char *end, int re
 
     while (!err && first < last && *room && out->count < out->capacity)
     {
-        if ((latched = page_set_next(&alloc->latched, NULL, first, last)) == first)
+        if ((latched = page_set_next(&alloc->latched, first, last)) == first)
             err = gather_latched_run(alloc, first, last, reset, room, out, next);
         else
             err = alloc->backend->collect(alloc, page_address(alloc, first), page_address(alloc, latched), reset,
@@ -994,29 +1005,6 @@ static int gather_pages(struct allocation *alloc, char *start, char *end, int re
     return err;
 }
 
-/* Collects every written page of [start, end) a batch at a time, into set
- * when there is one; with reset, resets them. */
-static int collect_all(struct allocation *alloc, char *start, char *end, int reset, struct page_set *set)
-{
-    struct page_region storage[SMALL_BATCH];
-    uintptr_t room = UINTPTR_MAX;
-    struct run_buffer found;
-    size_t i;
-    int err;
-
-    while (start < end)
-    {
-        run_buffer_init(&found, storage, SMALL_BATCH);
-        if ((err = alloc->backend->collect(alloc, start, end, reset, &room, &found, &start))) return err;
-        if (!set || !found.count) continue;
-        if ((err = page_set_init(set, alloc))) return err;
-        for (i = 0; i < found.count; i++)
-            page_set_add(set, page_index(alloc, (char *)(uintptr_t)found.runs[i].start),
-                         page_index(alloc, (char *)(uintptr_t)found.runs[i].end));
-    }
-    return 0;
-}
-
 /* Host changes: each runs with the lock held, on a range inside one
  * allocation. */
 
@@ -1025,11 +1013,26 @@ static int set_protection(struct allocation *alloc, char *start, char *end, int 
     return alloc->backend->set_protection(alloc, start, end, unix_prot);
 }
 
-/* VirtualProtect latches the pages written so far. */
+/* VirtualProtect latches the pages written so far, a batch at a time. */
 static int latch_written_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
 {
+    struct page_region storage[SMALL_BATCH];
+    uintptr_t room = UINTPTR_MAX;
+    struct run_buffer found;
+    size_t i;
+    int err;
+
     (void)unix_prot;
-    return collect_all(alloc, start, end, 0, &alloc->latched);
+    while (start < end)
+    {
+        run_buffer_init(&found, storage, SMALL_BATCH);
+        if ((err = alloc->backend->collect(alloc, start, end, 0, &room, &found, &start))) return err;
+        if (found.count && (err = page_set_init(&alloc->latched, alloc))) return err;
+        for (i = 0; i < found.count; i++)
+            page_set_add(&alloc->latched, page_index(alloc, (char *)(uintptr_t)found.runs[i].start),
+                         page_index(alloc, (char *)(uintptr_t)found.runs[i].end));
+    }
+    return 0;
 }
 
 static int decommit_pages(struct allocation *alloc, char *start, char *end, int unix_prot)
@@ -1216,7 +1219,7 @@ writewatch_status writewatch_reset_write_watch(void *base, size_t size)
     TRACE("%p-%p\n", start, end);
     host_lock->enter(&state);
     if ((alloc = find_allocation_for_range(start, end)) &&
-        !(status = status_from_errno(collect_all(alloc, start, end, 1, NULL))))
+        !(status = status_from_errno(alloc->backend->reset(alloc, start, end))))
         page_set_remove(&alloc->latched, page_index(alloc, start), page_index(alloc, end));
     host_lock->leave(&state);
     return status;

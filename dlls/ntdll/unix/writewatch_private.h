@@ -6,8 +6,6 @@
 #ifndef WRITEWATCH_PRIVATE_H
 #define WRITEWATCH_PRIVATE_H
 
-#include <stddef.h>
-#include <stdint.h>
 #include "writewatch.h"
 
 #include <sys/ioctl.h>
