@@ -1,6 +1,11 @@
+# shellcheck shell=bash disable=SC2154 # logs and top are set by the script that sources this
 # steps.sh: the build scripts' steps (tools/wine-host, tools/boehm-gc), one
 # line each with what it did and how long it took, quiet but for failures.
-# Sourced; the script sets logs, the directory the logs go to.
+# Sourced; the script sets logs, the directory the logs go to, and top, the
+# project directory.
+
+# shellcheck source=tools/debian.sh
+. "$top/tools/debian.sh"
 
 step_start=0
 
@@ -28,4 +33,16 @@ run()
         tail -n 30 "$log" >&2
         exit 1
     fi
+}
+
+# install_step ROOT PACKAGE...: the step that installs those of PACKAGEs
+# missing in ROOT (empty: this machine)
+install_step()
+{
+    local missing
+    missing=$(missing_packages "$@")
+    begin "Debian packages"
+    if [ -z "$missing" ]; then end "present"; return; fi
+    run apt-install.log install_packages "$@"
+    end "installed $missing"
 }
