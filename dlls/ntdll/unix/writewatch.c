@@ -85,10 +85,10 @@ struct backend
     /* the host replaced [start, end) by a fresh inaccessible mapping */
     int (*decommit)(struct allocation *alloc, char *start, char *end);
     /* Appends to out the first written pages of [start, end), at most *room,
-     * which it counts down, as many runs as out holds; with reset (the API's
-     * WRITE_WATCH_FLAG_RESET, PM_SCAN_WP_MATCHING) resets exactly those.
-     * *next is where the pages not gathered start.  On failure, out is as it
-     * was, and what the call reset reads as written again. */
+     * which goes down by at least as many, as many runs as out holds; with
+     * reset (the API's WRITE_WATCH_FLAG_RESET, PM_SCAN_WP_MATCHING) resets
+     * exactly those.  *next is where the pages not gathered start.  On
+     * failure, out is as it was, and what it reset reads as written again. */
     int (*collect)(struct allocation *alloc, char *start, char *end, int reset, uintptr_t *room,
                    struct run_buffer *out, char **next);
     /* every page of [start, end) clean */
@@ -431,18 +431,25 @@ static int uffd_collect(struct allocation *alloc, char *start, char *end, int re
                         struct run_buffer *out, char **next)
 {
     size_t first = page_index(alloc, start), last = page_index(alloc, end), first_run = out->count, i;
+    uintptr_t max_pages = *room;
+    /* max_pages binds only below the pages of the range; above them the
+     * runs need no counting, and *room goes down by the range's pages */
+    int counted = max_pages < last - first;
     char *run_start, *run_end, *walk_end;
     int count, err;
 
+    if (!counted) *room -= last - first;
     *next = end;
     if (!next_armed_run(alloc, &first, last, &run_start, &run_end)) return 0;
-    while (*room && out->count < out->capacity)
+    while (max_pages && out->count < out->capacity)
     {
         /* max_pages stops the walk, and the reset, at the caller's last entry */
         if ((err = scan_written_pages(run_start, run_end, reset, out->runs + out->count,
-                                      vector_length(out, run_start, run_end, *room), *room, &count, &walk_end)))
+                                      vector_length(out, run_start, run_end, max_pages), max_pages, &count,
+                                      &walk_end)))
             return scan_failed(alloc, run_start, walk_end, run_end, reset, err, out, first_run);
-        for (i = out->count; i < out->count + count; i++) *room -= run_pages(&out->runs[i]);
+        if (counted)
+            for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
         out->count += count;
         /* A walk stopped early ends at or past the last region it returned.
          * Past the kernel's own 512 regions a walk goes in passes, and when
@@ -451,8 +458,12 @@ static int uffd_collect(struct allocation *alloc, char *start, char *end, int re
         if (count && (uintptr_t)walk_end >= out->runs[out->count - 1].end && walk_end < run_end)
             run_start = walk_end;
         else if (!next_armed_run(alloc, &first, last, &run_start, &run_end))
-            return 0;
+        {
+            run_start = end;
+            break;
+        }
     }
+    if (counted) *room = max_pages;
     *next = run_start;
     return 0;
 }
