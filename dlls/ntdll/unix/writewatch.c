@@ -105,11 +105,6 @@ static char *page_address(const struct allocation *alloc, size_t index)
     return alloc->base + (index << writewatch_page_shift);
 }
 
-static size_t run_pages(const struct page_region *run)
-{
-    return (size_t)(run->end - run->start) >> writewatch_page_shift;
-}
-
 static const struct writewatch_lock *host_lock;
 static const struct backend *default_backend;
 static struct writewatch_info init_info;
@@ -449,7 +444,8 @@ static int uffd_collect(struct allocation *alloc, char *start, char *end, int re
                                       &walk_end)))
             return scan_failed(alloc, run_start, walk_end, run_end, reset, err, out, first_run);
         if (counted)
-            for (i = out->count; i < out->count + count; i++) max_pages -= run_pages(&out->runs[i]);
+            for (i = out->count; i < out->count + count; i++)
+                max_pages -= (out->runs[i].end - out->runs[i].start) >> writewatch_page_shift;
         out->count += count;
         /* A walk stopped early ends at or past the last region it returned.
          * Past the kernel's own 512 regions a walk goes in passes, and when
@@ -1088,30 +1084,21 @@ writewatch_status writewatch_decommit(void *base, size_t size)
 
 /* Queries */
 
-/* A store that changes nothing, even when other threads write the same
- * byte meanwhile: an atomic add of zero.  Spelled out on x86, where
- * compilers may turn an idempotent atomic into a plain load. */
-static void store_same_byte(char *byte)
-{
-#if defined(__i386__) || defined(__x86_64__)
-    __asm__ __volatile__( "lock addb $0, %0" : "+m" (*byte) );
-#else
-    __atomic_fetch_add(byte, 0, __ATOMIC_RELAXED);
-#endif
-}
-
 /* Windows' ProbeForWrite: a store to every page of [ptr, ptr + size), so
  * that memory the caller cannot write faults here, before anything is
- * reset and with no lock held. */
+ * reset and with no lock held.  The store changes nothing, even when other
+ * threads write the same byte meanwhile: an atomic add of zero, spelled out
+ * on x86, where compilers may turn an idempotent atomic into a plain load. */
 static void probe_for_write(void *ptr, size_t size)
 {
     char *byte = ptr, *end = byte + size;
 
-    while (byte < end)
-    {
-        store_same_byte(byte);
-        byte = (char *)(((uintptr_t)byte | (writewatch_page_size - 1)) + 1);
-    }
+    for (; byte < end; byte = (char *)(((uintptr_t)byte | (writewatch_page_size - 1)) + 1))
+#if defined(__i386__) || defined(__x86_64__)
+        __asm__ __volatile__( "lock addb $0, %0" : "+m" (*byte) );
+#else
+        __atomic_fetch_add(byte, 0, __ATOMIC_RELAXED);
+#endif
 }
 
 static uintptr_t copy_out(const struct run_buffer *runs, void **addresses)
@@ -1162,15 +1149,6 @@ static int answer_batch(struct query *query, struct page_region *storage, size_t
     return alloc && !query->err && query->start < query->end && query->done < query->room;
 }
 
-/* The most runs the answer to a query can hold: one per two pages of its
- * range, and no more than the caller's array takes. */
-static uintptr_t most_runs(const struct query *query)
-{
-    uintptr_t runs = (((uintptr_t)(query->end - query->start) >> writewatch_page_shift) + 1) / 2;
-
-    return runs < query->room ? runs : query->room;
-}
-
 /* A query whose answer may hold more than SMALL_BATCH runs: only such
  * queries enter this frame, and touch its stack (with
  * -fstack-clash-protection, entering a frame touches every page of it). */
@@ -1205,7 +1183,10 @@ writewatch_status writewatch_get_write_watch(uint32_t flags, void *base, size_t 
     probe_for_write(addresses, query.room * sizeof(*addresses));
 
     TRACE("%#x %p-%p %p %lu\n", flags, query.start, query.end, addresses, (unsigned long)query.room);
-    if (most_runs(&query) > SMALL_BATCH) answer_large_query(&query);
+    /* an answer holds at most a run per two pages, and no more than the array */
+    if ((((uintptr_t)(query.end - query.start) >> writewatch_page_shift) + 1) / 2 > SMALL_BATCH &&
+        query.room > SMALL_BATCH)
+        answer_large_query(&query);
     else while (answer_batch(&query, storage, SMALL_BATCH));
 
     /* a batch that fails gave back what it reset: the pages copied out
