@@ -59,7 +59,7 @@ static unsigned long long offered_features(void)
 }
 
 /* Why the kernel backend was refused, in plain words. */
-static void print_reason(const struct writewatch_info *info, const char *release)
+static void print_reason(const struct writewatch_info *info, const char *release, unsigned long long features)
 {
     const char *why = "unexpected error";
 
@@ -72,7 +72,7 @@ static void print_reason(const struct writewatch_info *info, const char *release
     if (info->failed == WRITEWATCH_OP_UFFDIO_API && info->err == EINVAL)
     {
         printf("this kernel (Linux %s) refused userfaultfd WP-async (it offers features %#llx), which Linux 6.7 "
-               "added; %s\n", release, offered_features(), NEWER_KERNEL);
+               "added; %s\n", release, features, NEWER_KERNEL);
         return;
     }
     if (info->failed == WRITEWATCH_OP_PAGEMAP_SCAN && info->err == ENOTTY)
@@ -95,15 +95,16 @@ static void print_reason(const struct writewatch_info *info, const char *release
 int main(void)
 {
     struct writewatch_info info;
+    unsigned long long features = offered_features();
     struct utsname name;
 
     if (uname(&name)) strcpy(name.release, "unknown"), strcpy(name.machine, "");
     writewatch_init(&no_lock);
     writewatch_get_info(&info);
     printf("%-16s %s %s\n", "kernel", name.release, name.machine);
-    printf("%-16s %#llx\n", "uffd features", offered_features());
+    printf("%-16s %#llx\n", "uffd features", features);
     printf("%-16s %s\n", "backend", writewatch_backend_name(info.backend));
     printf("%-16s ", "reason");
-    print_reason(&info, name.release);
+    print_reason(&info, name.release, features);
     return info.backend == WRITEWATCH_BACKEND_NONE;
 }

@@ -208,15 +208,16 @@ static int run_buffer_append(struct run_buffer *buf, char *start, char *end)
 
 #ifdef __linux__
 
-/* The kernel backend: watched ranges are registered with one userfaultfd in asynchronous
- * write-protect mode (Linux 6.7+): the kernel records the first write to a
- * protected page with no signal.  PAGEMAP_SCAN returns the written pages as
- * ranges and, with PM_SCAN_WP_MATCHING, protects exactly those in the same
- * walk.  Huge pages are kept out (MADV_NOHUGEPAGE): one is tracked and split
- * as a whole.  Pages are write-protected ("armed") only where the host makes
- * them accessible, before it does (a read would map the zero page
- * unprotected, which reads as written), and only armed pages are scanned: a
- * reservation costs no page tables until it is committed.
+/* The kernel backend: watched ranges are registered with one userfaultfd
+ * in asynchronous write-protect mode (Linux 6.7+): the kernel records the
+ * first write to a protected page with no signal.  PAGEMAP_SCAN returns the
+ * written pages as ranges and, with PM_SCAN_WP_MATCHING, protects exactly
+ * those in the same walk.  Huge pages are kept out (MADV_NOHUGEPAGE): one
+ * is tracked and split as a whole.  Pages are write-protected ("armed")
+ * only where the host makes them accessible, before it does (a read would
+ * map the zero page unprotected, which reads as written), and only armed
+ * pages are scanned: a reservation costs no page tables until it is
+ * committed.
  */
 
 static int uffd_fd = -1, pagemap_fd = -1;
